@@ -1,0 +1,144 @@
+"""The criu engine: CRIU itself, run in the guest through the guest channel.
+
+Dump: ``criu dump`` of the container's init (the root of its PID
+namespace) into a tmpfs work dir, the container's writable layer beside
+the images, one tar streamed to the host through the share.  Restore:
+the reverse, with ``--root`` at the target container's rootfs.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+from katacr import checkpoint
+from katacr.checkpoint import Checkpoint
+from katacr.config import CheckpointConfig
+from katacr.errors import StageError
+from katacr.platforms.local import SHARE_GUEST, LocalSandbox
+
+log = logging.getLogger("katacr.criu")
+
+# The root mount of a container is a bind mount from the guest: declare
+# every such mount external, as container engines do.
+MOUNT_OPTIONS = ["--external", "mnt[]:sm"]
+DUMP_OPTIONS = [*MOUNT_OPTIONS]
+RESTORE_OPTIONS = [*MOUNT_OPTIONS, "--restore-detached"]
+_ERROR_LINE = re.compile(r"\bError\b|\bWarn.*(fail|bad)", re.I)
+
+
+def criu_errors(log_text: str, limit: int = 15) -> str:
+    """The error lines of a CRIU log, for a failure message."""
+    lines = [ln for ln in log_text.splitlines() if _ERROR_LINE.search(ln)]
+    return "\n".join(lines[-limit:])
+
+
+class CriuEngine:
+    """Dump and restore with CRIU inside the guest."""
+
+    name = "criu"
+
+    def __init__(self, cfg: CheckpointConfig, log_dir: Path) -> None:
+        self.cfg = cfg
+        self.log_dir = log_dir
+
+    def version(self, sandbox: LocalSandbox, stage: str) -> str:
+        out = sandbox.run(["criu", "--version"], stage=stage).stdout
+        return out.splitlines()[0].strip() if out else "unknown"
+
+    def _fetch_log(self, sandbox: LocalSandbox, guest_path: str,
+                   name: str) -> str:
+        res = sandbox.run(["cat", guest_path], stage="collect-logs",
+                          check=False)
+        (self.log_dir / name).write_text(res.stdout)
+        return res.stdout
+
+    def _run_criu(self, sandbox: LocalSandbox, argv: list[str], stage: str,
+                  work: str, log_name: str, timeout: float) -> None:
+        """Run CRIU; on failure quote its log's error lines."""
+        host_log = f"{sandbox.name}-{log_name}"
+        try:
+            sandbox.run(argv, stage=stage, timeout=timeout)
+        except StageError as exc:
+            text = self._fetch_log(sandbox, f"{work}/{log_name}", host_log)
+            raise StageError(stage, exc.message, argv=argv,
+                             returncode=exc.returncode,
+                             log_path=self.log_dir / host_log,
+                             tail=criu_errors(text) or exc.tail) from None
+        self._fetch_log(sandbox, f"{work}/{log_name}", host_log)
+
+    def dump(self, sandbox: LocalSandbox, container_id: str, pid: int,
+             out_dir: Path, **manifest: str) -> Checkpoint:
+        """Dump the container's workload; return the sealed checkpoint."""
+        work = f"{sandbox.state_dir(container_id)}/checkpoint"
+        sandbox.run(["rm", "-rf", work], stage="dump")
+        sandbox.run(["mkdir", "-p", f"{work}/images"], stage="dump")
+        options = list(DUMP_OPTIONS)
+        argv = ["criu", "dump", "--tree", str(pid), "--images-dir",
+                f"{work}/images", "--work-dir", work, "--log-file",
+                "dump.log", "-v4", *options]
+        self._run_criu(sandbox, argv, "dump", work, "dump.log",
+                       self.cfg.dump_timeout)
+        self._save_writable_layer(sandbox, container_id, work)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        sandbox.run(["tar", "-cf", f"{SHARE_GUEST}/{checkpoint.ARCHIVE}",
+                     "-C", work, "images", checkpoint.ROOTFS_DIFF],
+                    stage="transfer", timeout=self.cfg.transfer_timeout)
+        sandbox.pull(checkpoint.ARCHIVE, out_dir / checkpoint.ARCHIVE)
+        release = sandbox.run(["uname", "-r"], stage="dump").stdout.strip()
+        ckpt = checkpoint.seal(
+            out_dir, criu_version=self.version(sandbox, "dump"),
+            kernel_release=release, source=sandbox.name,
+            container_id=container_id, dump_options=options,
+            engine=self.name, **manifest)
+        log.info("dumped %s in %s: %s (%d bytes)", container_id,
+                 sandbox.name, ckpt.archive, ckpt.manifest.size)
+        return ckpt
+
+    def _save_writable_layer(self, sandbox: LocalSandbox, container_id: str,
+                             work: str) -> None:
+        state = sandbox.state_dir(container_id)
+        sandbox.run(["tar", "-cf", f"{work}/{checkpoint.ROOTFS_DIFF}",
+                     f"--newer-mtime={state}/unpacked", "-C",
+                     sandbox.rootfs(container_id), "."], stage="dump")
+
+    def check_target(self, sandbox: LocalSandbox, ckpt: Checkpoint) -> None:
+        """Refuse a target whose kernel or CRIU differs from the source's."""
+        m = ckpt.manifest
+        release = sandbox.run(["uname", "-r"], stage="restore").stdout.strip()
+        version = self.version(sandbox, "restore")
+        diffs = []
+        if release != m.kernel_release:
+            diffs.append(f"kernel release: source {m.kernel_release}, "
+                         f"target {release}")
+        if version != m.criu_version:
+            diffs.append(f"CRIU: source {m.criu_version}, target {version}")
+        if diffs:
+            raise StageError("restore", "source/target mismatch: "
+                             + "; ".join(diffs))
+
+    def restore(self, sandbox: LocalSandbox, ckpt: Checkpoint,
+                container_id: str) -> int:
+        """Restore *ckpt* as *container_id*; return the restored init's PID."""
+        checkpoint.verify(ckpt)
+        self.check_target(sandbox, ckpt)
+        work = f"{sandbox.state_dir(container_id)}/restore"
+        root = sandbox.rootfs(container_id)
+        guest_tar = sandbox.push(ckpt.archive, checkpoint.ARCHIVE)
+        sandbox.run(["mkdir", "-p", work], stage="restore")
+        sandbox.run(["tar", "-xf", guest_tar, "-C", work], stage="transfer",
+                    timeout=self.cfg.transfer_timeout)
+        sandbox.run(["tar", "-xf", f"{work}/{checkpoint.ROOTFS_DIFF}", "-C",
+                     root], stage="restore")
+        argv = ["criu", "restore", "--images-dir", f"{work}/images",
+                "--work-dir", work, "--log-file", "restore.log", "-v4",
+                "--root", root, "--pidfile", f"{work}/restored.pid",
+                *RESTORE_OPTIONS]
+        self._run_criu(sandbox, argv, "restore", work, "restore.log",
+                       self.cfg.restore_timeout)
+        pid = int(sandbox.guest.read_text(f"{work}/restored.pid",
+                                          stage="restore").strip())
+        log.info("restored %s in %s as PID %d", container_id, sandbox.name,
+                 pid)
+        return pid

@@ -1,0 +1,106 @@
+"""The local profile's sandbox: a QEMU VM that runs containers itself.
+
+It plays kata-agent's part with the guest helpers in the image: a
+container's rootfs is unpacked under
+``/run/kata-containers/shared/containers/<id>/rootfs`` (where Kata shares
+it) and its workload started in its own PID and mount namespaces.  Files
+move between host and guest through the VM's 9p share.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from katacr.platforms.guest_agent import GuestAgent, GuestResult
+from katacr.platforms.qemu import QemuVM
+
+log = logging.getLogger("katacr.sandbox")
+
+CONTAINERS = "/run/kata-containers/shared/containers"
+STATE = "/run/katacr"
+SHARE_GUEST = "/mnt/katacr"
+CONTAINER_RUN = "/usr/libexec/katacr/container-run"
+INSTALLER = "/bin/build_start_daemon.sh"
+
+
+class LocalSandbox:
+    """A booted VM plus the container operations the harness needs."""
+
+    def __init__(self, vm: QemuVM, command_timeout: float,
+                 boot_timeout: float) -> None:
+        self.vm = vm
+        self.name = vm.spec.name
+        self.timeout = command_timeout
+        self.boot_timeout = boot_timeout
+        assert vm.spec.share_dir is not None
+        self.share = vm.spec.share_dir
+        self._ready = False
+
+    def wait_ready(self) -> float:
+        """Wait until the guest agent answers (once); return boot seconds."""
+        if not self._ready:
+            self.vm.wait_ready(self.boot_timeout)
+            self._ready = True
+        assert self.vm.boot_seconds is not None
+        return self.vm.boot_seconds
+
+    @property
+    def guest(self) -> GuestAgent:
+        return self.vm.guest
+
+    def run(self, argv: list[str], stage: str, timeout: float | None = None,
+            check: bool = True) -> GuestResult:
+        """Run a command in the guest (argv list) under a timeout."""
+        self.wait_ready()
+        return self.guest.run(argv, stage=stage,
+                              timeout=timeout or self.timeout, check=check)
+
+    def install(self) -> str:
+        """Run the in-guest installer; return what it printed."""
+        return self.run([INSTALLER], stage="install").stdout
+
+    def rootfs(self, container_id: str) -> str:
+        return f"{CONTAINERS}/{container_id}/rootfs"
+
+    def state_dir(self, container_id: str) -> str:
+        return f"{STATE}/{container_id}"
+
+    def push(self, host_file: Path, name: str | None = None) -> str:
+        """Make a host file visible in the guest; return its guest path."""
+        name = name or host_file.name
+        dest = self.share / name
+        shutil.copyfile(host_file, dest)
+        return f"{SHARE_GUEST}/{name}"
+
+    def pull(self, name: str, host_dest: Path) -> Path:
+        """Move a file the guest wrote into the share to *host_dest*."""
+        shutil.move(self.share / name, host_dest)
+        return host_dest
+
+    def create_container(self, container_id: str, layer: Path) -> None:
+        """Unpack the workload image's layer as the container's rootfs."""
+        guest_layer = self.push(layer, "layer.tar")
+        root = self.rootfs(container_id)
+        state = self.state_dir(container_id)
+        self.run(["mkdir", "-p", root, state], stage="create-container")
+        self.run(["tar", "-xf", guest_layer, "-C", root],
+                 stage="create-container")
+        # Files newer than this mark are the container's writable layer.
+        self.run(["touch", f"{state}/unpacked"], stage="create-container")
+
+    def start_container(self, container_id: str, argv: list[str]) -> int:
+        """Start the container's workload; return its init's guest PID."""
+        res = self.run([CONTAINER_RUN, container_id, *argv],
+                       stage="start-workload")
+        return int(res.stdout.split()[-1])
+
+    def read_container_file(self, container_id: str, path: str,
+                            stage: str) -> str:
+        return self.guest.read_text(f"{self.rootfs(container_id)}/{path}",
+                                    stage=stage)
+
+    def pid_alive(self, pid: int) -> bool:
+        return self.run(["kill", "-0", str(pid)], stage="verify",
+                        check=False).returncode == 0

@@ -1,0 +1,98 @@
+"""Save, migrate, resume: the workload's own state must carry over."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from katacr import checkpoint
+from katacr.cache import Artifact
+from katacr.checkpoint import Checkpoint
+from katacr.config import Config
+from katacr.engines.criu import CriuEngine
+from katacr.errors import StateNotCarriedOver
+from katacr.platforms.local import LocalSandbox
+from katacr.workloads import counter
+
+pytestmark = pytest.mark.order(5)
+
+
+def start_workload(sandbox: LocalSandbox, workload_image: Artifact,
+                   cfg: Config) -> int:
+    sandbox.install()
+    sandbox.create_container(sandbox.name,
+                             workload_image.path / "layer.tar")
+    return sandbox.start_container(sandbox.name, cfg.workload.command)
+
+
+def dump_running_counter(source: LocalSandbox, workload_image: Artifact,
+                         vm_image: Artifact, engine: CriuEngine,
+                         checkpoint_dir: Path, cfg: Config
+                         ) -> tuple[Checkpoint, list[int]]:
+    """Start the counter in *source*, let it pass N, dump it."""
+    pid = start_workload(source, workload_image, cfg)
+    counter.wait_for_value(source, source.name,
+                           cfg.checkpoint.counter_before_dump + 1,
+                           timeout=60)
+    ckpt = engine.dump(source, source.name, pid, checkpoint_dir,
+                       image_digest=vm_image.manifest["digest"],
+                       workload_image_digest=workload_image.manifest[
+                           "image_digest"])
+    assert not source.pid_alive(pid), "the source workload still runs"
+    dumped = counter.parse_values(
+        checkpoint.read_member(ckpt, counter.IO_FILE).decode())
+    assert dumped[-1] > cfg.checkpoint.counter_before_dump
+    return ckpt, dumped
+
+
+def test_counter_survives_migration(
+        source_sandbox: LocalSandbox, target_sandbox: LocalSandbox,
+        workload_image: Artifact, vm_image: Artifact,
+        criu_engine: CriuEngine, checkpoint_dir: Path,
+        katacr_config: Config) -> None:
+    cfg = katacr_config
+    ckpt, dumped = dump_running_counter(source_sandbox, workload_image,
+                                        vm_image, criu_engine,
+                                        checkpoint_dir, cfg)
+
+    target_sandbox.install()
+    target_sandbox.create_container(target_sandbox.name,
+                                    workload_image.path / "layer.tar")
+    pid = criu_engine.restore(target_sandbox, ckpt, target_sandbox.name)
+
+    assert target_sandbox.pid_alive(pid)
+    after = counter.wait_for_lines(target_sandbox, target_sandbox.name,
+                                   len(dumped), timeout=30)
+    counter.check_continuation(dumped, after, cfg.checkpoint.max_gap_ticks)
+    counter.check_advancing(target_sandbox, target_sandbox.name,
+                            cfg.checkpoint.advance_seconds)
+    assert target_sandbox.pid_alive(pid)
+
+
+def test_fresh_workload_instead_of_restore_is_caught(
+        source_sandbox: LocalSandbox, target_sandbox: LocalSandbox,
+        workload_image: Artifact, vm_image: Artifact,
+        criu_engine: CriuEngine, checkpoint_dir: Path,
+        katacr_config: Config) -> None:
+    """The same assertion must fail for a cheat that restarts the workload."""
+    cfg = katacr_config
+    ckpt, dumped = dump_running_counter(source_sandbox, workload_image,
+                                        vm_image, criu_engine,
+                                        checkpoint_dir, cfg)
+
+    dst = target_sandbox
+    dst.install()
+    dst.create_container(dst.name, workload_image.path / "layer.tar")
+    guest_tar = dst.push(ckpt.archive)
+    dst.run(["tar", "-xf", guest_tar, "-C", "/tmp",
+             checkpoint.ROOTFS_DIFF], stage="cheat")
+    dst.run(["tar", "-xf", f"/tmp/{checkpoint.ROOTFS_DIFF}", "-C",
+             dst.rootfs(dst.name)], stage="cheat")
+    dst.start_container(dst.name, cfg.workload.command)
+
+    after = counter.wait_for_lines(dst, dst.name, len(dumped), timeout=30)
+    with pytest.raises(StateNotCarriedOver, match="first value after "
+                       "restore is 1"):
+        counter.check_continuation(dumped, after,
+                                   cfg.checkpoint.max_gap_ticks)
