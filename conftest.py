@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
 pytest_plugins = ["fixtures.artifacts", "fixtures.vms"]
@@ -26,6 +28,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--require-kata", action="store_true", default=False,
                     help="fail instead of skipping kata tests on a host "
                     "that cannot run Kata (release gating)")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    # Unwind like Ctrl-C, so every fixture stops its VMs and containers.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
 
 
 @pytest.hookimpl(hookwrapper=True)

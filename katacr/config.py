@@ -81,6 +81,31 @@ class CheckpointConfig:
 
 
 @dataclass
+class KataConfig:
+    """The kata profile: a Kata host with containerd, Docker and cedana."""
+
+    checkout: str = ""
+    branch: str = "rootfs-kernel"
+    kernel_version: str = ""
+    os_distro: str = "ubuntu"
+    os_version: str = "jammy"
+    agent_source_bin: str = ""
+    criu_prebuilt: str = ""
+    cedana: str = ""
+    containerd_address: str = "/run/containerd/containerd.sock"
+    namespace: str = "katacr"
+    runtime: str = "io.containerd.kata.v2"
+    base_configuration: str = (
+        "/opt/kata/share/defaults/kata-containers/configuration-qemu.toml")
+    install_configuration: bool = False
+    kata_runtime: str = "kata-runtime"
+    kata_ctl: str = "kata-ctl"
+    docker: str = "docker"
+    prompt_timeout: int = 30
+    build_timeout: int = 7200
+
+
+@dataclass
 class Config:
     profile: str = "local"
     cache_dir: str = "~/.cache/katacr"
@@ -92,6 +117,7 @@ class Config:
     workload: WorkloadConfig = field(default_factory=WorkloadConfig)
     vm: VmConfig = field(default_factory=VmConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    kata: KataConfig = field(default_factory=KataConfig)
 
     @property
     def cache_path(self) -> Path:

@@ -22,6 +22,9 @@ from qemu.qmp.legacy import QEMUMonitorProtocol
 from katacr.errors import StageError, StageTimeout
 
 log = logging.getLogger("katacr.guest")
+# qemu.qmp logs every refused connection while a guest boots, and every
+# disconnect: expected here, and reported by this module when they matter.
+logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
 
 POLL_S = 0.05
 RPC_TIMEOUT_S = 10.0

@@ -28,9 +28,10 @@ INSTALLER = "/bin/build_start_daemon.sh"
 class LocalSandbox:
     """A booted VM plus the container operations the harness needs."""
 
-    def __init__(self, vm: QemuVM, command_timeout: float,
+    def __init__(self, vm: QemuVM, layer: Path, command_timeout: float,
                  boot_timeout: float) -> None:
         self.vm = vm
+        self.layer = layer
         self.name = vm.spec.name
         self.timeout = command_timeout
         self.boot_timeout = boot_timeout
@@ -95,6 +96,15 @@ class LocalSandbox:
         res = self.run([CONTAINER_RUN, container_id, *argv],
                        stage="start-workload")
         return int(res.stdout.split()[-1])
+
+    def start_workload(self, container_id: str, argv: list[str]) -> int:
+        """Create the container from the workload image and start *argv*."""
+        self.create_container(container_id, self.layer)
+        return self.start_container(container_id, argv)
+
+    def prepare_target(self, container_id: str) -> None:
+        """Make the container a checkpoint can be restored into."""
+        self.create_container(container_id, self.layer)
 
     def read_container_file(self, container_id: str, path: str,
                             stage: str) -> str:

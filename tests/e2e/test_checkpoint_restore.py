@@ -18,20 +18,13 @@ from katacr.workloads import counter
 pytestmark = pytest.mark.order(5)
 
 
-def start_workload(sandbox: LocalSandbox, workload_image: Artifact,
-                   cfg: Config) -> int:
-    sandbox.install()
-    sandbox.create_container(sandbox.name,
-                             workload_image.path / "layer.tar")
-    return sandbox.start_container(sandbox.name, cfg.workload.command)
-
-
 def dump_running_counter(source: LocalSandbox, workload_image: Artifact,
                          vm_image: Artifact, engine: CriuEngine,
                          checkpoint_dir: Path, cfg: Config
                          ) -> tuple[Checkpoint, list[int]]:
     """Start the counter in *source*, let it pass N, dump it."""
-    pid = start_workload(source, workload_image, cfg)
+    pid = source.start_workload(source.name, cfg.workload.command)
+    source.install()
     counter.wait_for_value(source, source.name,
                            cfg.checkpoint.counter_before_dump + 1,
                            timeout=60)
@@ -56,9 +49,8 @@ def test_counter_survives_migration(
                                         vm_image, criu_engine,
                                         checkpoint_dir, cfg)
 
+    target_sandbox.prepare_target(target_sandbox.name)
     target_sandbox.install()
-    target_sandbox.create_container(target_sandbox.name,
-                                    workload_image.path / "layer.tar")
     pid = criu_engine.restore(target_sandbox, ckpt, target_sandbox.name)
 
     assert target_sandbox.pid_alive(pid)
@@ -82,14 +74,14 @@ def test_fresh_workload_instead_of_restore_is_caught(
                                         checkpoint_dir, cfg)
 
     dst = target_sandbox
+    dst.prepare_target(dst.name)
     dst.install()
-    dst.create_container(dst.name, workload_image.path / "layer.tar")
     guest_tar = dst.push(ckpt.archive)
     dst.run(["tar", "-xf", guest_tar, "-C", "/tmp",
              checkpoint.ROOTFS_DIFF], stage="cheat")
     dst.run(["tar", "-xf", f"/tmp/{checkpoint.ROOTFS_DIFF}", "-C",
              dst.rootfs(dst.name)], stage="cheat")
-    dst.start_container(dst.name, cfg.workload.command)
+    dst.start_container(dst.name, cfg.workload.command)  # no restore
 
     after = counter.wait_for_lines(dst, dst.name, len(dumped), timeout=30)
     with pytest.raises(StateNotCarriedOver, match="first value after "

@@ -8,6 +8,7 @@ import pytest
 
 from katacr.cache import Artifact
 from katacr.config import Config
+from katacr.errors import StageTimeout
 from katacr.platforms.local import LocalSandbox
 
 pytestmark = pytest.mark.order(4)
@@ -58,3 +59,12 @@ def test_installer_fails_clearly_without_criu(
                              check=False)
     assert res.returncode == 1
     assert "no usable CRIU" in res.stderr
+
+
+def test_hung_guest_command_times_out_and_is_killed(
+        source_sandbox: LocalSandbox) -> None:
+    source_sandbox.wait_ready()
+    with pytest.raises(StageTimeout, match="verify timed out after 2 s"):
+        source_sandbox.run(["sleep", "300"], stage="verify", timeout=2)
+    left = source_sandbox.run(["ps", "-eo", "args"], stage="verify").stdout
+    assert "sleep 300" not in left

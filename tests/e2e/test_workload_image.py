@@ -38,11 +38,7 @@ WHY_NOT = _why_no_containerd()
 needs_containerd = pytest.mark.skipif(bool(WHY_NOT), reason=WHY_NOT)
 
 
-@pytest.fixture(scope="module")
-def busybox_image(tmp_path_factory: pytest.TempPathFactory) -> Artifact:
-    base = tmp_path_factory.mktemp("workload-image")
-    return build_workload_image(Config(), Cache(base / "cache"),
-                                base / "logs")
+pytestmark = pytest.mark.order(3)
 
 
 def work_dir(factory: pytest.TempPathFactory) -> Path:
@@ -51,10 +47,10 @@ def work_dir(factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def containerd(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+def containerd(test_log_dir: Path,
+               tmp_path_factory: pytest.TempPathFactory
                ) -> Iterator[Containerd]:
-    with Containerd(work_dir(tmp_path_factory),
-                    tmp_path / "logs") as daemon:
+    with Containerd(work_dir(tmp_path_factory), test_log_dir) as daemon:
         yield daemon
 
 
@@ -88,21 +84,22 @@ def alive(pid: int) -> bool:
 
 
 def test_two_builds_give_the_same_image_digest(
-        tmp_path: Path, busybox_image: Artifact) -> None:
-    again = build_workload_image(Config(), Cache(tmp_path / "cache"),
-                                 tmp_path / "logs")
+        tmp_path: Path, workload_image: Artifact,
+        katacr_config: Config) -> None:
+    again = build_workload_image(katacr_config, Cache(tmp_path / "cache"),
+                                 tmp_path)
     assert not again.hit
     assert again.manifest["image_digest"] == \
-        busybox_image.manifest["image_digest"]
+        workload_image.manifest["image_digest"]
     assert (again.path / "image.tar").read_bytes() == \
-        (busybox_image.path / "image.tar").read_bytes()
+        (workload_image.path / "image.tar").read_bytes()
 
 
 @needs_containerd
 def test_imported_image_counts_in_container_io(
-        containerd: Containerd, busybox_image: Artifact) -> None:
-    name = containerd.import_image(busybox_image.path / "image.tar")
-    assert name == busybox_image.manifest["image_name"]
+        containerd: Containerd, workload_image: Artifact) -> None:
+    name = containerd.import_image(workload_image.path / "image.tar")
+    assert name == workload_image.manifest["image_name"]
     cid = container_id()
     containerd.run_detached(name, cid, ["cedana", "test.sh"])
 
@@ -117,12 +114,11 @@ def test_imported_image_counts_in_container_io(
 
 @needs_containerd
 def test_close_leaves_no_task_container_shim_or_mount(
-        tmp_path: Path, tmp_path_factory: pytest.TempPathFactory,
-        busybox_image: Artifact) -> None:
-    daemon = Containerd(work_dir(tmp_path_factory),
-                        tmp_path / "logs").start()
+        test_log_dir: Path, tmp_path_factory: pytest.TempPathFactory,
+        workload_image: Artifact) -> None:
+    daemon = Containerd(work_dir(tmp_path_factory), test_log_dir).start()
     try:
-        name = daemon.import_image(busybox_image.path / "image.tar")
+        name = daemon.import_image(workload_image.path / "image.tar")
         cid = container_id()
         daemon.run_detached(name, cid, ["cedana", "test.sh"])
         read_counter(daemon, cid, at_least=1)
@@ -143,12 +139,11 @@ def test_close_leaves_no_task_container_shim_or_mount(
 
 @needs_containerd
 def test_close_cleans_up_after_the_daemon_died(
-        tmp_path: Path, tmp_path_factory: pytest.TempPathFactory,
-        busybox_image: Artifact) -> None:
-    daemon = Containerd(work_dir(tmp_path_factory),
-                        tmp_path / "logs").start()
+        test_log_dir: Path, tmp_path_factory: pytest.TempPathFactory,
+        workload_image: Artifact) -> None:
+    daemon = Containerd(work_dir(tmp_path_factory), test_log_dir).start()
     try:
-        name = daemon.import_image(busybox_image.path / "image.tar")
+        name = daemon.import_image(workload_image.path / "image.tar")
         cid = container_id()
         daemon.run_detached(name, cid, ["cedana", "test.sh"])
         [task] = daemon.tasks()
@@ -166,9 +161,9 @@ def test_close_cleans_up_after_the_daemon_died(
 
 @needs_containerd
 def test_attached_close_removes_only_its_own_containers(
-        containerd: Containerd, busybox_image: Artifact,
+        containerd: Containerd, workload_image: Artifact,
         tmp_path: Path) -> None:
-    name = containerd.import_image(busybox_image.path / "image.tar")
+    name = containerd.import_image(workload_image.path / "image.tar")
     theirs = container_id()
     containerd.run_detached(name, theirs, ["cedana", "test.sh"])
     # The private daemon's runc root: keep runc's state out of /run.

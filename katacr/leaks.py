@@ -1,0 +1,33 @@
+"""Find what a harness session left running: VMs by their sandbox name."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+
+def processes_matching(needle: str) -> list[tuple[int, str]]:
+    """(pid, command line) of every live process whose argv has *needle*."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            raw = (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        argv = raw.decode(errors="replace").split("\0")
+        if state != "Z" and any(needle in a for a in argv):
+            found.append((int(entry.name), " ".join(argv).strip()))
+    return found
+
+
+def kill_all(pids: list[int]) -> None:
+    """SIGKILL each PID (ones this session started)."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
