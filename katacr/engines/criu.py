@@ -28,6 +28,39 @@ RESTORE_OPTIONS = [*MOUNT_OPTIONS, "--restore-detached"]
 _ERROR_LINE = re.compile(r"\bError\b|\bWarn.*(fail|bad)", re.I)
 
 
+# Messages of `criu check` (3.17) and its kernel probes, and the kernel
+# option whose absence causes each.
+KERNEL_HINTS = (
+    ("System call kcmp is not supported", "CONFIG_CHECKPOINT_RESTORE"),
+    ("PR_SET_MM_", "CONFIG_CHECKPOINT_RESTORE"),
+    ("PR_GET_TID_ADDRESS", "CONFIG_CHECKPOINT_RESTORE"),
+    ("Dirty tracking is OFF", "CONFIG_MEM_SOFT_DIRTY"),
+    ("UFFD is not supported", "CONFIG_USERFAULTFD"),
+    ("Time namespaces are not supported", "CONFIG_TIME_NS"),
+    ("autofs", "CONFIG_AUTOFS_FS"),
+    ("kerndat_has_memfd_hugetlb", "CONFIG_HUGETLBFS"),
+    ("nftables", "CONFIG_NF_TABLES, CONFIG_NF_TABLES_INET"),
+    ("TCP_REPAIR_WINDOW", "CONFIG_INET"),
+    ("kerndat_tcp_repair", "CONFIG_INET and a loopback that is up"),
+    ("NSID is not supported", "CONFIG_NET_NS"),
+    ("kerndat_link_nsid", "CONFIG_VETH"),
+    ("IFLA_NEW_IFINDEX", "CONFIG_VETH"),
+    ("sock_diag", "CONFIG_UNIX_DIAG, CONFIG_INET_DIAG, CONFIG_NETLINK_DIAG, "
+                  "CONFIG_PACKET_DIAG"),
+    ("pagemap", "CONFIG_PROC_PAGE_MONITOR"),
+    ("rseq", "CONFIG_RSEQ"),
+)
+
+
+def kernel_hints(log_text: str) -> list[str]:
+    """The kernel options a CRIU error output points at, in order."""
+    found: list[str] = []
+    for needle, option in KERNEL_HINTS:
+        if needle in log_text and option not in found:
+            found.append(option)
+    return found
+
+
 def criu_errors(log_text: str, limit: int = 15) -> str:
     """The error lines of a CRIU log, for a failure message."""
     lines = [ln for ln in log_text.splitlines() if _ERROR_LINE.search(ln)]
@@ -42,6 +75,20 @@ class CriuEngine:
     def __init__(self, cfg: CheckpointConfig, log_dir: Path) -> None:
         self.cfg = cfg
         self.log_dir = log_dir
+
+    def check(self, sandbox: LocalSandbox) -> str:
+        """``criu check`` in the guest; on failure name the kernel options."""
+        res = sandbox.run(["criu", "check"], stage="check", check=False)
+        output = res.stdout + res.stderr
+        if res.returncode != 0:
+            hints = kernel_hints(output)
+            why = ("the guest kernel lacks " + "; ".join(hints)) if hints \
+                else "see its output"
+            raise StageError("check", f"criu check failed: {why}",
+                             argv=["criu", "check"],
+                             returncode=res.returncode,
+                             tail=criu_errors(output) or output[-2000:])
+        return output
 
     def version(self, sandbox: LocalSandbox, stage: str) -> str:
         out = sandbox.run(["criu", "--version"], stage=stage).stdout
@@ -91,7 +138,7 @@ class CriuEngine:
             out_dir, criu_version=self.version(sandbox, "dump"),
             kernel_release=release, source=sandbox.name,
             container_id=container_id, dump_options=options,
-            engine=self.name, **manifest)
+            engine=self.name, image_digest=sandbox.image_digest, **manifest)
         log.info("dumped %s in %s: %s (%d bytes)", container_id,
                  sandbox.name, ckpt.archive, ckpt.manifest.size)
         return ckpt
@@ -114,6 +161,9 @@ class CriuEngine:
                          f"target {release}")
         if version != m.criu_version:
             diffs.append(f"CRIU: source {m.criu_version}, target {version}")
+        if sandbox.image_digest and sandbox.image_digest != m.image_digest:
+            diffs.append(f"guest image: source {m.image_digest}, target "
+                         f"{sandbox.image_digest}")
         if diffs:
             raise StageError("restore", "source/target mismatch: "
                              + "; ".join(diffs))

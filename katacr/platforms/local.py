@@ -29,8 +29,9 @@ class LocalSandbox:
     """A booted VM plus the container operations the harness needs."""
 
     def __init__(self, vm: QemuVM, layer: Path, command_timeout: float,
-                 boot_timeout: float) -> None:
+                 boot_timeout: float, image_digest: str = "") -> None:
         self.vm = vm
+        self.image_digest = image_digest
         self.layer = layer
         self.name = vm.spec.name
         self.timeout = command_timeout

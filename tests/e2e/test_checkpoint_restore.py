@@ -19,8 +19,8 @@ pytestmark = pytest.mark.order(5)
 
 
 def dump_running_counter(source: LocalSandbox, workload_image: Artifact,
-                         vm_image: Artifact, engine: CriuEngine,
-                         checkpoint_dir: Path, cfg: Config
+                         engine: CriuEngine, checkpoint_dir: Path,
+                         cfg: Config
                          ) -> tuple[Checkpoint, list[int]]:
     """Start the counter in *source*, let it pass N, dump it."""
     pid = source.start_workload(source.name, cfg.workload.command)
@@ -29,7 +29,6 @@ def dump_running_counter(source: LocalSandbox, workload_image: Artifact,
                            cfg.checkpoint.counter_before_dump + 1,
                            timeout=60)
     ckpt = engine.dump(source, source.name, pid, checkpoint_dir,
-                       image_digest=vm_image.manifest["digest"],
                        workload_image_digest=workload_image.manifest[
                            "image_digest"])
     assert not source.pid_alive(pid), "the source workload still runs"
@@ -41,13 +40,12 @@ def dump_running_counter(source: LocalSandbox, workload_image: Artifact,
 
 def test_counter_survives_migration(
         source_sandbox: LocalSandbox, target_sandbox: LocalSandbox,
-        workload_image: Artifact, vm_image: Artifact,
+        workload_image: Artifact,
         criu_engine: CriuEngine, checkpoint_dir: Path,
         katacr_config: Config) -> None:
     cfg = katacr_config
     ckpt, dumped = dump_running_counter(source_sandbox, workload_image,
-                                        vm_image, criu_engine,
-                                        checkpoint_dir, cfg)
+                                        criu_engine, checkpoint_dir, cfg)
 
     target_sandbox.prepare_target(target_sandbox.name)
     target_sandbox.install()
@@ -64,14 +62,13 @@ def test_counter_survives_migration(
 
 def test_fresh_workload_instead_of_restore_is_caught(
         source_sandbox: LocalSandbox, target_sandbox: LocalSandbox,
-        workload_image: Artifact, vm_image: Artifact,
+        workload_image: Artifact,
         criu_engine: CriuEngine, checkpoint_dir: Path,
         katacr_config: Config) -> None:
     """The same assertion must fail for a cheat that restarts the workload."""
     cfg = katacr_config
     ckpt, dumped = dump_running_counter(source_sandbox, workload_image,
-                                        vm_image, criu_engine,
-                                        checkpoint_dir, cfg)
+                                        criu_engine, checkpoint_dir, cfg)
 
     dst = target_sandbox
     dst.prepare_target(dst.name)

@@ -12,6 +12,7 @@ from katacr.builders.kernel import (
     parse_config,
     verify_config,
 )
+from katacr.engines.criu import kernel_hints
 from katacr.errors import StageError
 
 FULL = "".join(f"CONFIG_{o}=y\n" for o in CRIU_REQUIRED)
@@ -62,3 +63,23 @@ def test_verify_lists_every_missing_option_in_one_error(
     msg = str(err.value)
     assert msg.startswith("FAIL at build-kernel: kernel config lacks")
     assert "CONFIG_PID_NS" in msg and "CONFIG_NET_NS" in msg
+
+
+@pytest.mark.parametrize("output,option", [
+    ("Error (criu/kerndat.c:508): Unexpected error from memfd_create(\"\", "
+     "MFD_HUGETLB): Function not implemented\nError (criu/kerndat.c:1598): "
+     "kerndat_has_memfd_hugetlb failed when initializing kerndat.",
+     "CONFIG_HUGETLBFS"),
+    ("Error (criu/kerndat.c:637): Unable to bind a socket: Cannot assign "
+     "requested address\nError (criu/kerndat.c:1570): kerndat_tcp_repair "
+     "failed when initializing kerndat.", "loopback"),
+    ("Error (criu/cr-check.c:1273): Time namespaces are not supported",
+     "CONFIG_TIME_NS"),
+    ("Error (criu/cr-check.c:512): System call kcmp is not supported: "
+     "Function not implemented", "CONFIG_CHECKPOINT_RESTORE"),
+    ("Warn  (criu/cr-check.c:1174): Dirty tracking is OFF. Memory snapshot "
+     "will not work.", "CONFIG_MEM_SOFT_DIRTY"),
+])
+def test_criu_check_messages_map_to_kernel_options(output: str,
+                                                   option: str) -> None:
+    assert any(option in hint for hint in kernel_hints(output))
