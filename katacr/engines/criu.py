@@ -115,12 +115,37 @@ class CriuEngine:
                              tail=criu_errors(text) or exc.tail) from None
         self._fetch_log(sandbox, f"{work}/{log_name}", host_log)
 
+    def refuse_terminal(self, sandbox: LocalSandbox, pid: int) -> None:
+        """Refuse a workload tree in which a task has a terminal."""
+        out = sandbox.run(["ps", "-e", "-o", "pid=,ppid=,tty=,comm="],
+                          stage="dump").stdout
+        rows = [ln.split(None, 3) for ln in out.splitlines() if ln.strip()]
+        children: dict[int, list[list[str]]] = {}
+        for row in rows:
+            children.setdefault(int(row[1]), []).append(row)
+        tree = [r for r in rows if int(r[0]) == pid]
+        for row in tree:
+            tree.extend(children.get(int(row[0]), []))
+        if not tree:
+            raise StageError("dump", f"workload PID {pid} is not running "
+                             f"in {sandbox.name}")
+        bound = [r for r in tree if r[2] != "?"]
+        if bound:
+            who = ", ".join(f"PID {r[0]} ({r[3]}) on {r[2]}" for r in bound)
+            raise StageError("dump", f"terminal-bound workload: {who}; "
+                             "start it detached (no -t, stdio to a file) "
+                             "so it can be restored elsewhere")
+
     def dump(self, sandbox: LocalSandbox, container_id: str, pid: int,
              out_dir: Path, **manifest: str) -> Checkpoint:
         """Dump the container's workload; return the sealed checkpoint."""
         work = f"{sandbox.state_dir(container_id)}/checkpoint"
+        self.refuse_terminal(sandbox, pid)
         sandbox.run(["rm", "-rf", work], stage="dump")
         sandbox.run(["mkdir", "-p", f"{work}/images"], stage="dump")
+        # What the source CPU offers, for the target to check against.
+        sandbox.run(["criu", "cpuinfo", "dump", "--images-dir",
+                     f"{work}/images"], stage="dump")
         options = list(DUMP_OPTIONS)
         argv = ["criu", "dump", "--tree", str(pid), "--images-dir",
                 f"{work}/images", "--work-dir", work, "--log-file",
@@ -168,6 +193,17 @@ class CriuEngine:
             raise StageError("restore", "source/target mismatch: "
                              + "; ".join(diffs))
 
+    def check_cpu(self, sandbox: LocalSandbox, work: str) -> None:
+        """Refuse a target CPU that lacks features the source CPU had."""
+        res = sandbox.run(["criu", "cpuinfo", "check", "--images-dir",
+                           f"{work}/images"], stage="restore", check=False)
+        if res.returncode != 0:
+            raise StageError("restore", "CPU features: the target CPU lacks "
+                             "features the source CPU had (criu cpuinfo "
+                             "check failed)", returncode=res.returncode,
+                             tail=criu_errors(res.stdout + res.stderr)
+                             or (res.stdout + res.stderr)[-2000:])
+
     def restore(self, sandbox: LocalSandbox, ckpt: Checkpoint,
                 container_id: str) -> int:
         """Restore *ckpt* as *container_id*; return the restored init's PID."""
@@ -181,14 +217,14 @@ class CriuEngine:
                     timeout=self.cfg.transfer_timeout)
         sandbox.run(["tar", "-xf", f"{work}/{checkpoint.ROOTFS_DIFF}", "-C",
                      root], stage="restore")
+        self.check_cpu(sandbox, work)
         argv = ["criu", "restore", "--images-dir", f"{work}/images",
                 "--work-dir", work, "--log-file", "restore.log", "-v4",
                 "--root", root, "--pidfile", f"{work}/restored.pid",
                 *RESTORE_OPTIONS]
         self._run_criu(sandbox, argv, "restore", work, "restore.log",
                        self.cfg.restore_timeout)
-        pid = int(sandbox.guest.read_text(f"{work}/restored.pid",
-                                          stage="restore").strip())
+        pid = int(sandbox.read_text(f"{work}/restored.pid", "restore").strip())
         log.info("restored %s in %s as PID %d", container_id, sandbox.name,
                  pid)
         return pid

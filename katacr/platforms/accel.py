@@ -27,8 +27,9 @@ class AccelChoice:
     reason: str
 
 
-def kvm_device_usable(dev: Path = KVM) -> str | None:
+def kvm_device_usable(dev: Path | None = None) -> str | None:
     """None if /dev/kvm can be opened read-write, else why not."""
+    dev = dev or KVM
     if not dev.exists():
         return f"{dev} does not exist"
     try:

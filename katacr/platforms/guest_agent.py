@@ -90,6 +90,17 @@ class GuestAgent:
             self.close()
             raise
 
+    def _rpc(self, stage: str, command: str, **args: object) -> object:
+        """:meth:`call`, with a lost channel reported as a stage failure."""
+        try:
+            return self.call(command, **args)
+        except ExecuteError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any channel failure
+            raise StageError(stage, f"guest agent of {self.name} "
+                             f"unreachable ({command}): "
+                             f"{type(exc).__name__}: {exc}") from None
+
     def ping(self, timeout: float = 2.0) -> bool:
         """True when the agent answers within *timeout*."""
         try:
@@ -127,7 +138,8 @@ class GuestAgent:
         if input is not None:
             request["input-data"] = base64.b64encode(input).decode()
         try:
-            pid = self.call("guest-exec", **request)["pid"]  # type: ignore
+            pid = self._rpc(stage, "guest-exec",
+                            **request)["pid"]  # type: ignore[index]
         except ExecuteError as exc:
             raise StageError(stage, f"guest could not start {args[0]}: "
                              f"{exc}", argv=args) from None
@@ -154,7 +166,7 @@ class GuestAgent:
     def _wait_exec(self, pid: int, args: list[str], stage: str,
                    timeout: float, start: float) -> dict:
         while True:
-            status = self.call("guest-exec-status", pid=pid)
+            status = self._rpc(stage, "guest-exec-status", pid=pid)
             assert isinstance(status, dict)
             if status.get("exited"):
                 return status

@@ -107,10 +107,14 @@ class LocalSandbox:
         """Make the container a checkpoint can be restored into."""
         self.create_container(container_id, self.layer)
 
+    def read_text(self, path: str, stage: str) -> str:
+        """A small guest text file's content."""
+        self.wait_ready()
+        return self.guest.read_text(path, stage=stage)
+
     def read_container_file(self, container_id: str, path: str,
                             stage: str) -> str:
-        return self.guest.read_text(f"{self.rootfs(container_id)}/{path}",
-                                    stage=stage)
+        return self.read_text(f"{self.rootfs(container_id)}/{path}", stage)
 
     def pid_alive(self, pid: int) -> bool:
         return self.run(["kill", "-0", str(pid)], stage="verify",

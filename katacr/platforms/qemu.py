@@ -134,10 +134,10 @@ class QemuVM:
             exc.tail = commands.tail(self.console_log) or commands.tail(
                 self.qemu_log)
             exc.log_path = self.console_log
-            raise StageError(exc.stage, exc.message, argv=self.argv(),
-                             returncode=self.proc.poll() if self.proc
-                             else None, log_path=exc.log_path,
-                             tail=exc.tail) from None
+            raise type(exc)(exc.stage, exc.message, argv=self.argv(),
+                            returncode=self.proc.poll() if self.proc
+                            else None, log_path=exc.log_path,
+                            tail=exc.tail) from None
         self.boot_seconds = time.monotonic() - self.started_at
         log.info("%s up in %.1f s", self.spec.name, self.boot_seconds)
         return self.boot_seconds

@@ -38,7 +38,7 @@ def test_criu_check_passes_in_guest(source_sandbox: LocalSandbox,
 
 def test_root_is_read_only_and_tmp_is_tmpfs(
         source_sandbox: LocalSandbox) -> None:
-    mounts = source_sandbox.guest.read_text("/proc/mounts", stage="verify")
+    mounts = source_sandbox.read_text("/proc/mounts", stage="verify")
     by_point = {ln.split()[1]: ln.split() for ln in mounts.splitlines()}
     assert "ro" in by_point["/"][3].split(",")
     assert by_point["/tmp"][2] == "tmpfs"

@@ -1,0 +1,137 @@
+"""Known C/R fault kinds: each provoked, named, bounded in time, leak-free."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from katacr import checkpoint
+from katacr.builders.image import build_image
+from katacr.cache import Artifact, Cache
+from katacr.checkpoint import Checkpoint
+from katacr.config import Config
+from katacr.engines.criu import CriuEngine
+from katacr.errors import CheckpointCorrupt, StageError, StageTimeout
+from katacr.platforms.local import LocalSandbox
+
+pytestmark = pytest.mark.order(6)
+
+
+def dump_counter(source: LocalSandbox, engine: CriuEngine, out: Path,
+                 cfg: Config) -> Checkpoint:
+    pid = source.start_workload(source.name, cfg.workload.command)
+    source.install()
+    return engine.dump(source, source.name, pid, out)
+
+
+def copy_checkpoint(ckpt: Checkpoint, dest: Path) -> Checkpoint:
+    shutil.copytree(ckpt.dir, dest)
+    return checkpoint.load(dest)
+
+
+def assert_nothing_restored(target: LocalSandbox) -> None:
+    procs = target.run(["ps", "-e", "-o", "args="], stage="verify").stdout
+    assert "test.sh" not in procs
+    res = target.run(["test", "-e", f"{target.state_dir(target.name)}"
+                      "/restore"], stage="verify", check=False)
+    assert res.returncode != 0, "restore started on a bad checkpoint"
+
+
+def test_restore_fails_clearly_on_truncated_or_flipped_checkpoint(
+        source_sandbox: LocalSandbox, target_sandbox: LocalSandbox,
+        criu_engine: CriuEngine, checkpoint_dir: Path, tmp_path: Path,
+        katacr_config: Config) -> None:
+    ckpt = dump_counter(source_sandbox, criu_engine, checkpoint_dir,
+                        katacr_config)
+    cut = copy_checkpoint(ckpt, tmp_path / "cut")
+    cut.archive.write_bytes(cut.archive.read_bytes()[:-1])
+    flipped = copy_checkpoint(ckpt, tmp_path / "flipped")
+    data = bytearray(flipped.archive.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    flipped.archive.write_bytes(bytes(data))
+    target_sandbox.prepare_target(target_sandbox.name)
+
+    with pytest.raises(CheckpointCorrupt, match="checkpoint corrupt: .*"
+                       "bytes, manifest says"):
+        criu_engine.restore(target_sandbox, cut, target_sandbox.name)
+    with pytest.raises(CheckpointCorrupt, match="checkpoint corrupt: .*"
+                       "sha256"):
+        criu_engine.restore(target_sandbox, flipped, target_sandbox.name)
+    assert_nothing_restored(target_sandbox)
+
+
+def test_restore_refuses_a_target_booted_from_another_image(
+        sandbox_factory, criu_engine: CriuEngine, checkpoint_dir: Path,
+        katacr_config: Config, artifact_cache: Cache, guest_rootfs: Artifact,
+        vm_image: Artifact, test_log_dir: Path) -> None:
+    other_cfg = dataclasses.replace(katacr_config, image=dataclasses.replace(
+        katacr_config.image, size_mb=katacr_config.image.size_mb + 64))
+    other = build_image(other_cfg, artifact_cache, guest_rootfs,
+                        test_log_dir)
+    assert other.manifest["digest"] != vm_image.manifest["digest"]
+    source = sandbox_factory("src")
+    target = sandbox_factory("dst", image=other)
+    ckpt = dump_counter(source, criu_engine, checkpoint_dir, katacr_config)
+    target.prepare_target(target.name)
+
+    with pytest.raises(StageError, match="FAIL at restore: source/target "
+                       "mismatch: guest image: source sha256:"):
+        criu_engine.restore(target, ckpt, target.name)
+    assert_nothing_restored(target)
+
+
+def test_restore_refuses_criu_version_skew(
+        source_sandbox: LocalSandbox, target_sandbox: LocalSandbox,
+        criu_engine: CriuEngine, checkpoint_dir: Path,
+        katacr_config: Config) -> None:
+    ckpt = dump_counter(source_sandbox, criu_engine, checkpoint_dir,
+                        katacr_config)
+    manifest = json.loads((ckpt.dir / checkpoint.MANIFEST).read_text())
+    manifest["criu_version"] = "Version: 3.16"
+    (ckpt.dir / checkpoint.MANIFEST).write_text(json.dumps(manifest))
+    target_sandbox.prepare_target(target_sandbox.name)
+
+    with pytest.raises(StageError) as err:
+        criu_engine.restore(target_sandbox, checkpoint.load(ckpt.dir),
+                            target_sandbox.name)
+    assert "CRIU: source Version: 3.16, target Version: 3.17" in \
+        str(err.value)
+
+
+def test_dump_refuses_a_terminal_bound_workload(
+        source_sandbox: LocalSandbox, criu_engine: CriuEngine,
+        checkpoint_dir: Path) -> None:
+    # script(1) gives its child a pty as controlling terminal, as
+    # `ctr run -t` would.
+    source_sandbox.run(["mkdir", "-p", "/run/katacr/tty"], stage="setup")
+    source_sandbox.run(["setsid", "-f", "script", "-qfc", "sleep 600",
+                        "/run/katacr/tty/typescript"], stage="setup")
+    pid = int(source_sandbox.run(["pgrep", "-x", "-n", "sleep"],
+                                 stage="setup").stdout)
+
+    with pytest.raises(StageError, match=r"FAIL at dump: terminal-bound "
+                       rf"workload: PID {pid} \(sleep\) on pts/"):
+        criu_engine.dump(source_sandbox, "tty", pid, checkpoint_dir)
+
+
+def test_boot_that_never_reaches_the_agent_times_out_with_console(
+        source_sandbox: LocalSandbox) -> None:
+    source_sandbox.boot_timeout = 1
+    with pytest.raises(StageTimeout) as err:
+        source_sandbox.wait_ready()
+    msg = str(err.value)
+    assert "FAIL at boot: boot timed out after 1 s" in msg
+    assert "console-" in msg
+
+
+def test_killed_vm_fails_the_next_guest_command_clearly(
+        source_sandbox: LocalSandbox) -> None:
+    source_sandbox.wait_ready()
+    source_sandbox.vm.proc.kill()
+    source_sandbox.vm.proc.wait(timeout=10)
+    with pytest.raises(StageError, match="FAIL at verify: guest "):
+        source_sandbox.run(["true"], stage="verify", timeout=10)
