@@ -137,7 +137,7 @@ class CriuEngine:
                              "so it can be restored elsewhere")
 
     def dump(self, sandbox: LocalSandbox, container_id: str, pid: int,
-             out_dir: Path, **manifest: str) -> Checkpoint:
+             out_dir: Path) -> Checkpoint:
         """Dump the container's workload; return the sealed checkpoint."""
         work = f"{sandbox.state_dir(container_id)}/checkpoint"
         self.refuse_terminal(sandbox, pid)
@@ -163,7 +163,8 @@ class CriuEngine:
             out_dir, criu_version=self.version(sandbox, "dump"),
             kernel_release=release, source=sandbox.name,
             container_id=container_id, dump_options=options,
-            engine=self.name, image_digest=sandbox.image_digest, **manifest)
+            engine=self.name, image_digest=sandbox.image_digest,
+            workload_image_digest=sandbox.workload_image_digest)
         log.info("dumped %s in %s: %s (%d bytes)", container_id,
                  sandbox.name, ckpt.archive, ckpt.manifest.size)
         return ckpt

@@ -43,7 +43,8 @@ def kvm_device_usable(dev: Path | None = None) -> str | None:
 def probe_kvm(cfg: VmConfig, kernel: Path, image: Path,
               log_dir: Path) -> str | None:
     """None if a KVM guest reaches its agent in time, else why not."""
-    spec = VmSpec(name="kvm-probe", kernel=kernel, image=image, accel="kvm",
+    spec = VmSpec(name=f"katacr-kvm-probe-{os.getpid():x}", kernel=kernel,
+                  image=image, accel="kvm",
                   cpu_model="host", cpus=1, memory_mb=512)
     with QemuVM(spec, log_dir, cfg.qemu) as vm:
         vm.start()

@@ -128,13 +128,19 @@ class GuestAgent:
                 f.write(text)
 
     def run(self, argv: Sequence[str], *, stage: str, timeout: float,
-            check: bool = True, input: bytes | None = None) -> GuestResult:
-        """Run *argv* in the guest and wait for it, under *timeout*."""
+            check: bool = True, input: bytes | None = None,
+            capture: bool = True) -> GuestResult:
+        """Run *argv* in the guest and wait for it, under *timeout*.
+
+        Without *capture*, a command that leaves a daemon behind returns
+        as soon as it exits (the agent would otherwise wait for the
+        daemon to close the output pipes it inherited).
+        """
         args = [str(a) for a in argv]
         log.debug("RUN [%s] %s", self.name, " ".join(args))
         start = time.monotonic()
         request: dict[str, object] = {"path": args[0], "arg": args[1:],
-                                      "capture-output": True}
+                                      "capture-output": capture}
         if input is not None:
             request["input-data"] = base64.b64encode(input).decode()
         try:

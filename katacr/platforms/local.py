@@ -29,9 +29,11 @@ class LocalSandbox:
     """A booted VM plus the container operations the harness needs."""
 
     def __init__(self, vm: QemuVM, layer: Path, command_timeout: float,
-                 boot_timeout: float, image_digest: str = "") -> None:
+                 boot_timeout: float, image_digest: str = "",
+                 workload_image_digest: str = "") -> None:
         self.vm = vm
         self.image_digest = image_digest
+        self.workload_image_digest = workload_image_digest
         self.layer = layer
         self.name = vm.spec.name
         self.timeout = command_timeout
@@ -53,10 +55,10 @@ class LocalSandbox:
         return self.vm.guest
 
     def run(self, argv: list[str], stage: str, timeout: float | None = None,
-            check: bool = True) -> GuestResult:
+            check: bool = True, capture: bool = True) -> GuestResult:
         """Run a command in the guest (argv list) under a timeout."""
         self.wait_ready()
-        return self.guest.run(argv, stage=stage,
+        return self.guest.run(argv, stage=stage, capture=capture,
                               timeout=timeout or self.timeout, check=check)
 
     def install(self) -> str:

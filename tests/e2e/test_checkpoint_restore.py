@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from katacr import checkpoint
-from katacr.cache import Artifact
 from katacr.checkpoint import Checkpoint
 from katacr.config import Config
 from katacr.engines.criu import CriuEngine
@@ -18,9 +17,8 @@ from katacr.workloads import counter
 pytestmark = pytest.mark.order(5)
 
 
-def dump_running_counter(source: LocalSandbox, workload_image: Artifact,
-                         engine: CriuEngine, checkpoint_dir: Path,
-                         cfg: Config
+def dump_running_counter(source: LocalSandbox, engine: CriuEngine,
+                         checkpoint_dir: Path, cfg: Config
                          ) -> tuple[Checkpoint, list[int]]:
     """Start the counter in *source*, let it pass N, dump it."""
     pid = source.start_workload(source.name, cfg.workload.command)
@@ -28,9 +26,7 @@ def dump_running_counter(source: LocalSandbox, workload_image: Artifact,
     counter.wait_for_value(source, source.name,
                            cfg.checkpoint.counter_before_dump + 1,
                            timeout=60)
-    ckpt = engine.dump(source, source.name, pid, checkpoint_dir,
-                       workload_image_digest=workload_image.manifest[
-                           "image_digest"])
+    ckpt = engine.dump(source, source.name, pid, checkpoint_dir)
     assert not source.pid_alive(pid), "the source workload still runs"
     dumped = counter.parse_values(
         checkpoint.read_member(ckpt, counter.IO_FILE).decode())
@@ -40,12 +36,11 @@ def dump_running_counter(source: LocalSandbox, workload_image: Artifact,
 
 def test_counter_survives_migration(
         source_sandbox: LocalSandbox, target_sandbox: LocalSandbox,
-        workload_image: Artifact,
         criu_engine: CriuEngine, checkpoint_dir: Path,
         katacr_config: Config) -> None:
     cfg = katacr_config
-    ckpt, dumped = dump_running_counter(source_sandbox, workload_image,
-                                        criu_engine, checkpoint_dir, cfg)
+    ckpt, dumped = dump_running_counter(source_sandbox, criu_engine,
+                                        checkpoint_dir, cfg)
 
     target_sandbox.prepare_target(target_sandbox.name)
     target_sandbox.install()
@@ -62,13 +57,12 @@ def test_counter_survives_migration(
 
 def test_fresh_workload_instead_of_restore_is_caught(
         source_sandbox: LocalSandbox, target_sandbox: LocalSandbox,
-        workload_image: Artifact,
         criu_engine: CriuEngine, checkpoint_dir: Path,
         katacr_config: Config) -> None:
     """The same assertion must fail for a cheat that restarts the workload."""
     cfg = katacr_config
-    ckpt, dumped = dump_running_counter(source_sandbox, workload_image,
-                                        criu_engine, checkpoint_dir, cfg)
+    ckpt, dumped = dump_running_counter(source_sandbox, criu_engine,
+                                        checkpoint_dir, cfg)
 
     dst = target_sandbox
     dst.prepare_target(dst.name)

@@ -109,7 +109,8 @@ def test_dump_refuses_a_terminal_bound_workload(
     # `ctr run -t` would.
     source_sandbox.run(["mkdir", "-p", "/run/katacr/tty"], stage="setup")
     source_sandbox.run(["setsid", "-f", "script", "-qfc", "sleep 600",
-                        "/run/katacr/tty/typescript"], stage="setup")
+                        "/run/katacr/tty/typescript"], stage="setup",
+                       capture=False)
     pid = int(source_sandbox.run(["pgrep", "-x", "-n", "sleep"],
                                  stage="setup").stdout)
 
