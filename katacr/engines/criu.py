@@ -25,6 +25,8 @@ log = logging.getLogger("katacr.criu")
 MOUNT_OPTIONS = ["--external", "mnt[]:sm"]
 DUMP_OPTIONS = [*MOUNT_OPTIONS]
 RESTORE_OPTIONS = [*MOUNT_OPTIONS, "--restore-detached"]
+_PID_TAKEN = re.compile(r"Can't fork for (\d+): File exists|"
+                        r"[Pp]id mismatch[^0-9]*(\d+)")
 _ERROR_LINE = re.compile(r"\bError\b|\bWarn.*(fail|bad)", re.I)
 
 
@@ -109,7 +111,8 @@ class CriuEngine:
             sandbox.run(argv, stage=stage, timeout=timeout)
         except StageError as exc:
             text = self._fetch_log(sandbox, f"{work}/{log_name}", host_log)
-            raise StageError(stage, exc.message, argv=argv,
+            message = self._pid_collision(sandbox, text) or exc.message
+            raise StageError(stage, message, argv=argv,
                              returncode=exc.returncode,
                              log_path=self.log_dir / host_log,
                              tail=criu_errors(text) or exc.tail) from None
@@ -135,6 +138,17 @@ class CriuEngine:
             raise StageError("dump", f"terminal-bound workload: {who}; "
                              "start it detached (no -t, stdio to a file) "
                              "so it can be restored elsewhere")
+
+    def _pid_collision(self, sandbox: LocalSandbox, log_text: str
+                       ) -> str | None:
+        """'PID N taken on target by COMM' when the log shows a collision."""
+        m = _PID_TAKEN.search(log_text)
+        if not m:
+            return None
+        pid = m.group(1) or m.group(2)
+        comm = sandbox.run(["cat", f"/proc/{pid}/comm"], stage="restore",
+                           check=False).stdout.strip() or "an exited task"
+        return f"PID {pid} taken on target by {comm}"
 
     def dump(self, sandbox: LocalSandbox, container_id: str, pid: int,
              out_dir: Path) -> Checkpoint:

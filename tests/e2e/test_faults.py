@@ -17,6 +17,7 @@ from katacr.config import Config
 from katacr.engines.criu import CriuEngine
 from katacr.errors import CheckpointCorrupt, StageError, StageTimeout
 from katacr.platforms.local import LocalSandbox
+from katacr.workloads import counter
 
 pytestmark = pytest.mark.order(6)
 
@@ -33,12 +34,14 @@ def copy_checkpoint(ckpt: Checkpoint, dest: Path) -> Checkpoint:
     return checkpoint.load(dest)
 
 
-def assert_nothing_restored(target: LocalSandbox) -> None:
+def assert_nothing_restored(target: LocalSandbox,
+                            refused_before_transfer: bool = True) -> None:
     procs = target.run(["ps", "-e", "-o", "args="], stage="verify").stdout
     assert "test.sh" not in procs
-    res = target.run(["test", "-e", f"{target.state_dir(target.name)}"
-                      "/restore"], stage="verify", check=False)
-    assert res.returncode != 0, "restore started on a bad checkpoint"
+    if refused_before_transfer:
+        res = target.run(["test", "-e", f"{target.state_dir(target.name)}"
+                          "/restore"], stage="verify", check=False)
+        assert res.returncode != 0, "restore started on a bad checkpoint"
 
 
 def test_restore_fails_clearly_on_truncated_or_flipped_checkpoint(
@@ -136,3 +139,54 @@ def test_killed_vm_fails_the_next_guest_command_clearly(
     source_sandbox.vm.proc.wait(timeout=10)
     with pytest.raises(StageError, match="FAIL at verify: guest "):
         source_sandbox.run(["true"], stage="verify", timeout=10)
+
+
+def test_restore_on_a_cpu_with_fewer_features_is_refused(
+        sandbox_factory, criu_engine: CriuEngine, checkpoint_dir: Path,
+        katacr_config: Config) -> None:
+    source = sandbox_factory("src", cpu_model="max")
+    target = sandbox_factory("dst", cpu_model="qemu64")
+    ckpt = dump_counter(source, criu_engine, checkpoint_dir, katacr_config)
+    target.prepare_target(target.name)
+
+    with pytest.raises(StageError, match="FAIL at restore: CPU features: "
+                       "the target CPU lacks features"):
+        criu_engine.restore(target, ckpt, target.name)
+    assert_nothing_restored(target, refused_before_transfer=False)
+
+
+def occupy_pid(sandbox: LocalSandbox, pid: int) -> None:
+    """Make a `sleep` hold guest PID *pid*.
+
+    The agent spawns through one helper and `setsid -f` forks once, so
+    the sleep gets the third PID after ``ns_last_pid``; try around it.
+    """
+    for offset in (3, 2, 4, 1, 5):
+        sandbox.run(["sysctl", "-q", "-w",
+                     f"kernel.ns_last_pid={pid - offset}"], stage="setup")
+        sandbox.run(["setsid", "-f", "sleep", "600"], stage="setup",
+                    capture=False)
+        comm = sandbox.run(["cat", f"/proc/{pid}/comm"], stage="setup",
+                           check=False).stdout.strip()
+        if comm == "sleep":
+            return
+    pytest.fail(f"could not occupy PID {pid} in {sandbox.name}")
+
+
+def test_restore_into_a_fresh_pid_namespace_survives_a_taken_pid(
+        source_sandbox: LocalSandbox, target_sandbox: LocalSandbox,
+        criu_engine: CriuEngine, checkpoint_dir: Path,
+        katacr_config: Config) -> None:
+    cfg = katacr_config
+    pid = source_sandbox.start_workload(source_sandbox.name,
+                                        cfg.workload.command)
+    counter.wait_for_value(source_sandbox, source_sandbox.name, 3, 60)
+    ckpt = criu_engine.dump(source_sandbox, source_sandbox.name, pid,
+                            checkpoint_dir)
+    occupy_pid(target_sandbox, pid)
+    target_sandbox.prepare_target(target_sandbox.name)
+
+    restored = criu_engine.restore(target_sandbox, ckpt, target_sandbox.name)
+
+    assert restored != pid
+    counter.check_advancing(target_sandbox, target_sandbox.name, 2)

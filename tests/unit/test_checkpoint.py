@@ -80,3 +80,23 @@ def test_seal_refuses_an_empty_or_missing_archive(tmp_path: Path) -> None:
 def test_missing_manifest_is_named(tmp_path: Path) -> None:
     with pytest.raises(CheckpointCorrupt, match="manifest missing"):
         checkpoint.load(tmp_path)
+
+
+class _Target:
+    name = "dst"
+
+    def run(self, argv, stage, check=True, **kw):
+        from katacr.platforms.guest_agent import GuestResult
+        assert argv == ["cat", "/proc/85/comm"]
+        return GuestResult(argv, 0, "qemu-ga\n", "", 0.01)
+
+
+def test_pid_collision_names_the_pid_and_its_holder(tmp_path: Path) -> None:
+    from katacr.config import CheckpointConfig
+    from katacr.engines.criu import CriuEngine
+    engine = CriuEngine(CheckpointConfig(), tmp_path)
+    log = ("(00.101) 1: Error (criu/cr-restore.c:1480): Can't fork for 85: "
+           "File exists\n")
+    assert engine._pid_collision(_Target(), log) == \
+        "PID 85 taken on target by qemu-ga"
+    assert engine._pid_collision(_Target(), "all fine") is None
