@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import tempfile
 from pathlib import Path
 
 
@@ -31,3 +32,15 @@ def kill_all(pids: list[int]) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def temp_dirs(tag: str) -> list[Path]:
+    """The harness's temporary dirs (``katacr-*``) whose name holds *tag*."""
+    return [p for p in Path(tempfile.gettempdir()).glob("katacr-*")
+            if tag in p.name]
+
+
+def mounts(tag: str) -> list[str]:
+    """Mount points whose path holds *tag*."""
+    with open("/proc/self/mounts") as f:
+        return [ln.split()[1] for ln in f if tag in ln.split()[1]]

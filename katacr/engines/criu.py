@@ -150,11 +150,25 @@ class CriuEngine:
                            check=False).stdout.strip() or "an exited task"
         return f"PID {pid} taken on target by {comm}"
 
+    def check_writable(self, sandbox: LocalSandbox, path: str) -> None:
+        """State the root's mount options; refuse a read-only work dir."""
+        for target in ("/", path):
+            res = sandbox.run(["findmnt", "-n", "-o", "TARGET,FSTYPE,OPTIONS",
+                               "--target", target], stage="dump")
+            mount, fstype, options = res.stdout.split()[:3]
+            log.info("%s: %s is on %s (%s, %s)", sandbox.name, target, mount,
+                     fstype, options)
+            if target == path and "ro" in options.split(","):
+                raise StageError("dump", f"CRIU work dir {path} is on a "
+                                 f"read-only {fstype} mount ({mount}); it "
+                                 "must be on a writable tmpfs")
+
     def dump(self, sandbox: LocalSandbox, container_id: str, pid: int,
              out_dir: Path) -> Checkpoint:
         """Dump the container's workload; return the sealed checkpoint."""
         work = f"{sandbox.state_dir(container_id)}/checkpoint"
         self.refuse_terminal(sandbox, pid)
+        self.check_writable(sandbox, sandbox.state_dir(container_id))
         sandbox.run(["rm", "-rf", work], stage="dump")
         sandbox.run(["mkdir", "-p", f"{work}/images"], stage="dump")
         # What the source CPU offers, for the target to check against.

@@ -67,7 +67,8 @@ class QemuVM:
         self.spec = spec
         self.log_dir = log_dir
         self.qemu = qemu
-        self.run_dir = Path(tempfile.mkdtemp(prefix="katacr-vm-"))
+        # Named after the VM, so a leak check can tell whose it is.
+        self.run_dir = Path(tempfile.mkdtemp(prefix=f"{spec.name}-run-"))
         self.console_log = log_dir / f"console-{spec.name}.log"
         self.qemu_log = log_dir / f"qemu-{spec.name}.log"
         self.guest = GuestAgent(self.run_dir / "qga.sock", spec.name,

@@ -190,3 +190,23 @@ def test_restore_into_a_fresh_pid_namespace_survives_a_taken_pid(
 
     assert restored != pid
     counter.check_advancing(target_sandbox, target_sandbox.name, 2)
+
+
+def test_workload_holding_a_deleted_file_migrates(
+        source_sandbox: LocalSandbox, target_sandbox: LocalSandbox,
+        criu_engine: CriuEngine, checkpoint_dir: Path) -> None:
+    """A deleted-but-open file: CRIU carries it as a ghost, or says why."""
+    ghost = ["cedana", "sh", "-c",
+             "echo state > /ghost; exec 3</ghost; rm /ghost; exec test.sh"]
+    pid = source_sandbox.start_workload(source_sandbox.name, ghost)
+    counter.wait_for_value(source_sandbox, source_sandbox.name, 3, 60)
+    ckpt = criu_engine.dump(source_sandbox, source_sandbox.name, pid,
+                            checkpoint_dir)
+    target_sandbox.prepare_target(target_sandbox.name)
+
+    restored = criu_engine.restore(target_sandbox, ckpt, target_sandbox.name)
+
+    fd = target_sandbox.run(["readlink", f"/proc/{restored}/fd/3"],
+                            stage="verify").stdout
+    assert fd.strip().endswith("/ghost (deleted)")
+    counter.check_advancing(target_sandbox, target_sandbox.name, 2)
