@@ -56,21 +56,30 @@ def tail(path: Path | None, lines: int = TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    """Stop a command's process group: TERM, a grace period, then KILL."""
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
     try:
-        os.killpg(proc.pid, signal.SIGTERM)
+        os.killpg(pgid, sig)
     except ProcessLookupError:
-        return
+        pass
+
+
+def kill_group(proc: subprocess.Popen, grace: float = KILL_GRACE_S) -> None:
+    """Stop a process group we started: TERM, *grace* seconds, then KILL.
+
+    KILL always follows (stragglers of the group may outlive the leader);
+    the leader is always reaped.
+    """
+    if grace:
+        _signal_group(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+    _signal_group(proc.pid, signal.SIGKILL)
     try:
-        proc.wait(timeout=KILL_GRACE_S)
+        proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
-        pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
+        log.error("process group %d did not die after SIGKILL", proc.pid)
 
 
 def run(argv: Sequence[str | os.PathLike], *, stage: str, timeout: float,
@@ -103,14 +112,14 @@ def run(argv: Sequence[str | os.PathLike], *, stage: str, timeout: float,
     try:
         out, _ = proc.communicate(input=input, timeout=timeout)
     except subprocess.TimeoutExpired:
-        _kill_group(proc)
+        kill_group(proc)
         duration = time.monotonic() - start
         log.info("TIMEOUT after %.1f s: %s", duration, " ".join(args))
         raise StageTimeout(stage, f"{stage} timed out after {timeout:g} s",
                            argv=args, log_path=log_path,
                            tail=tail(log_path)) from None
     except BaseException:
-        _kill_group(proc)
+        kill_group(proc)
         raise
     finally:
         if log_path:

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -165,7 +163,7 @@ class QemuVM:
             except Exception:  # noqa: BLE001 - fall through to the kill
                 pass
         if self.proc is not None:
-            kill_group(self.proc)
+            commands.kill_group(self.proc, grace=0)
             _live.pop(self.proc.pid, None)
             with open(self.qemu_log, "a") as out:
                 out.write(f"[qemu exited with status {self.proc.returncode}]"
@@ -177,18 +175,6 @@ class QemuVM:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def kill_group(proc: subprocess.Popen) -> None:
-    """SIGKILL a process group we started and reap its leader."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        log.error("QEMU %d did not die after SIGKILL", proc.pid)
 
 
 @atexit.register
