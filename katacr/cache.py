@@ -99,6 +99,7 @@ class Cache:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root).expanduser()
+        self.obtained: list[Artifact] = []
 
     def lookup(self, kind: str, key: str) -> Artifact | None:
         """Return the complete artifact under *key*, if any."""
@@ -124,8 +125,10 @@ class Cache:
                 log.info("%s: cached %s (built in %.0f s), nothing rebuilt",
                          kind, found.path,
                          found.manifest.get("duration_s", 0))
-                return found
-            return self._build(kind, key, inputs, build, log_path)
+            else:
+                found = self._build(kind, key, inputs, build, log_path)
+            self.obtained.append(found)
+            return found
 
     def _build(self, kind: str, key: str, inputs: Mapping[str, Any],
                build: Callable[[Path], Mapping[str, Any]],
@@ -163,6 +166,21 @@ class Cache:
             pid = tmp.name.rsplit("-", 1)[-1]
             if pid.isdigit() and not Path(f"/proc/{pid}").exists():
                 remove_tree(tmp)
+
+
+def summary(artifacts: list[Artifact]) -> list[str]:
+    """One line per artifact: built now or cached, and its build time."""
+    lines = []
+    seen = set()
+    for art in artifacts:
+        if (art.kind, art.key) in seen:
+            continue
+        seen.add((art.kind, art.key))
+        how = "cached, not rebuilt" if art.hit else "built now"
+        lines.append(f"{art.kind:<16} {how:<20} build "
+                     f"{art.manifest.get('duration_s', 0):>6.1f} s  "
+                     f"{art.path}")
+    return lines
 
 
 def remove_tree(path: Path) -> None:
