@@ -46,19 +46,33 @@ def wait_for_marker(proc: subprocess.Popen, marker: Path,
     deadline = time.monotonic() + BOOT_WAIT_S
     while not marker.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
+            stop_probe(proc, None)
             pytest.fail("probe never booted its VM:\n" + log.read_text())
         time.sleep(0.5)
     time.sleep(0.2)
     return json.loads(marker.read_text())
 
 
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def stop_probe(proc: subprocess.Popen, seen: dict | None) -> None:
+    """Kill what the probe left, so a failing check leaks nothing."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    if seen and alive(seen["qemu_pid"]):
+        os.kill(seen["qemu_pid"], signal.SIGKILL)
+
+
 def assert_nothing_left(seen: dict) -> None:
     pid = seen["qemu_pid"]
-    alive = Path(f"/proc/{pid}").exists() and \
-        Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] \
-        != "Z"
-    assert not alive, f"QEMU {pid} outlived the interrupted session"
+    assert not alive(pid), f"QEMU {pid} outlived the interrupted session"
     assert not Path(seen["run_dir"]).exists(), "VM socket dir left behind"
     assert not Path(seen["share"]).exists(), "VM share dir left behind"
 
@@ -72,11 +86,10 @@ def test_interrupted_session_leaves_no_vm(tmp_path: Path, accel: AccelChoice,
     proc.send_signal(how)
     try:
         proc.wait(timeout=60)
+        assert proc.returncode != 0
+        assert_nothing_left(seen)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode != 0
-    assert_nothing_left(seen)
+        stop_probe(proc, seen)
 
 
 def test_timed_out_test_leaves_no_vm(tmp_path: Path,
@@ -85,9 +98,8 @@ def test_timed_out_test_leaves_no_vm(tmp_path: Path,
     seen = wait_for_marker(proc, marker, tmp_path / "child.log")
     try:
         proc.wait(timeout=120)
+        assert proc.returncode == 1
+        assert "Timeout" in (tmp_path / "child.log").read_text()
+        assert_nothing_left(seen)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 1
-    assert "Timeout" in (tmp_path / "child.log").read_text()
-    assert_nothing_left(seen)
+        stop_probe(proc, seen)
