@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-pytest_plugins = ["fixtures.artifacts", "fixtures.vms"]
+pytest_plugins = ["fixtures.artifacts", "fixtures.vms", "fixtures.kata"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -36,6 +36,8 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "local_profile: runs only under the "
+                            "local profile (plain QEMU, criu engine)")
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGHUP, _interrupt)
     # A session started in the background inherits SIGINT ignored; the

@@ -70,7 +70,8 @@ def check_archive(archive: Path) -> None:
     except (tarfile.TarError, EOFError) as exc:
         raise CheckpointCorrupt("dump", f"checkpoint is not a valid tar: "
                                 f"{archive}: {exc}") from None
-    if not any(n.lstrip("./") == INVENTORY for n in names):
+    # cedana's archive has the images at its top, ours under images/.
+    if not any(n.lstrip("./").endswith("inventory.img") for n in names):
         raise CheckpointCorrupt("dump", f"checkpoint has no {INVENTORY}: "
                                 f"{archive}")
 

@@ -97,6 +97,7 @@ class KataConfig:
     runtime: str = "io.containerd.kata.v2"
     base_configuration: str = (
         "/opt/kata/share/defaults/kata-containers/configuration-qemu.toml")
+    configuration: str = ""
     install_configuration: bool = False
     kata_runtime: str = "kata-runtime"
     kata_ctl: str = "kata-ctl"

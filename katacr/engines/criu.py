@@ -72,6 +72,7 @@ def criu_errors(log_text: str, limit: int = 15) -> str:
 class CriuEngine:
     """Dump and restore with CRIU inside the guest."""
 
+    leave_running = False
     name = "criu"
 
     def __init__(self, cfg: CheckpointConfig, log_dir: Path) -> None:

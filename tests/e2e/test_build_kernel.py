@@ -13,7 +13,7 @@ from katacr.cache import Artifact
 from katacr.config import Config
 from katacr.errors import StageError
 
-pytestmark = pytest.mark.order(1)
+pytestmark = [pytest.mark.order(1), pytest.mark.local_profile]
 
 
 def test_kernel_config_has_every_fragment_option_built_in(

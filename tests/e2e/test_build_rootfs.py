@@ -14,7 +14,7 @@ from katacr.builders.rootfs import build_rootfs
 from katacr.cache import Artifact, Cache
 from katacr.config import Config
 
-pytestmark = pytest.mark.order(2)
+pytestmark = [pytest.mark.order(2), pytest.mark.local_profile]
 
 STAND_IN = Path(__file__).resolve().parent.parent / "stand-ins" / "cedana"
 

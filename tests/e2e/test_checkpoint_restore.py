@@ -9,7 +9,6 @@ import pytest
 from katacr import checkpoint
 from katacr.checkpoint import Checkpoint
 from katacr.config import Config
-from katacr.engines.criu import CriuEngine
 from katacr.errors import StateNotCarriedOver
 from katacr.platforms.local import LocalSandbox
 from katacr.workloads import counter
@@ -17,7 +16,16 @@ from katacr.workloads import counter
 pytestmark = pytest.mark.order(5)
 
 
-def dump_running_counter(source: LocalSandbox, engine: CriuEngine,
+def dumped_values(source: LocalSandbox, ckpt: Checkpoint) -> list[int]:
+    """The counter as dumped: from the checkpoint's writable layer, else
+    (cedana's archive carries none) from the source right after the dump."""
+    carried = checkpoint.read_member(ckpt, counter.IO_FILE)
+    if carried is not None:
+        return counter.parse_values(carried.decode())
+    return counter.read_values(source, source.name, stage="dump")
+
+
+def dump_running_counter(source: LocalSandbox, engine,
                          checkpoint_dir: Path, cfg: Config
                          ) -> tuple[Checkpoint, list[int]]:
     """Start the counter in *source*, let it pass N, dump it."""
@@ -27,24 +35,24 @@ def dump_running_counter(source: LocalSandbox, engine: CriuEngine,
                            cfg.checkpoint.counter_before_dump + 1,
                            timeout=60)
     ckpt = engine.dump(source, source.name, pid, checkpoint_dir)
-    assert not source.pid_alive(pid), "the source workload still runs"
-    dumped = counter.parse_values(
-        checkpoint.read_member(ckpt, counter.IO_FILE).decode())
+    # criu stops the source (a migration); cedana dumps with leave-running.
+    assert source.pid_alive(pid) == engine.leave_running
+    dumped = dumped_values(source, ckpt)
     assert dumped[-1] > cfg.checkpoint.counter_before_dump
     return ckpt, dumped
 
 
 def test_counter_survives_migration(
         source_sandbox: LocalSandbox, target_sandbox: LocalSandbox,
-        criu_engine: CriuEngine, checkpoint_dir: Path,
+        engine, checkpoint_dir: Path,
         katacr_config: Config) -> None:
     cfg = katacr_config
-    ckpt, dumped = dump_running_counter(source_sandbox, criu_engine,
+    ckpt, dumped = dump_running_counter(source_sandbox, engine,
                                         checkpoint_dir, cfg)
 
     target_sandbox.prepare_target(target_sandbox.name)
     target_sandbox.install()
-    pid = criu_engine.restore(target_sandbox, ckpt, target_sandbox.name)
+    pid = engine.restore(target_sandbox, ckpt, target_sandbox.name)
 
     assert target_sandbox.pid_alive(pid)
     after = counter.wait_for_lines(target_sandbox, target_sandbox.name,
@@ -55,13 +63,14 @@ def test_counter_survives_migration(
     assert target_sandbox.pid_alive(pid)
 
 
+@pytest.mark.local_profile
 def test_fresh_workload_instead_of_restore_is_caught(
         source_sandbox: LocalSandbox, target_sandbox: LocalSandbox,
-        criu_engine: CriuEngine, checkpoint_dir: Path,
+        engine, checkpoint_dir: Path,
         katacr_config: Config) -> None:
     """The same assertion must fail for a cheat that restarts the workload."""
     cfg = katacr_config
-    ckpt, dumped = dump_running_counter(source_sandbox, criu_engine,
+    ckpt, dumped = dump_running_counter(source_sandbox, engine,
                                         checkpoint_dir, cfg)
 
     dst = target_sandbox

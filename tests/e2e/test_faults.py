@@ -19,7 +19,7 @@ from katacr.errors import CheckpointCorrupt, StageError, StageTimeout
 from katacr.platforms.local import LocalSandbox
 from katacr.workloads import counter
 
-pytestmark = pytest.mark.order(6)
+pytestmark = [pytest.mark.order(6), pytest.mark.local_profile]
 
 
 def dump_counter(source: LocalSandbox, engine: CriuEngine, out: Path,

@@ -12,7 +12,7 @@ from katacr.engines.criu import CriuEngine
 from katacr.errors import StageTimeout
 from katacr.platforms.local import LocalSandbox
 
-pytestmark = pytest.mark.order(4)
+pytestmark = [pytest.mark.order(4), pytest.mark.local_profile]
 
 
 def test_guest_agent_answers_within_boot_timeout(

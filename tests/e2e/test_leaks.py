@@ -19,7 +19,7 @@ import pytest
 
 from katacr.platforms.accel import AccelChoice
 
-pytestmark = pytest.mark.order(7)
+pytestmark = [pytest.mark.order(7), pytest.mark.local_profile]
 
 REPO = Path(__file__).resolve().parents[2]
 PROBE = Path(__file__).parent / "probes" / "interrupt_probe.py"
