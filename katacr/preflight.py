@@ -135,8 +135,8 @@ def check_configuration(cfg: Config) -> list[Problem]:
 def check_docker(cfg: Config, log_path: Path | None) -> list[Problem]:
     host = os.environ.get("DOCKER_HOST", "")
     sock = Path(host.removeprefix("unix://")) if host.startswith("unix://") \
-        else DOCKER_SOCKET
-    if not host and not sock.exists():
+        else None if host else DOCKER_SOCKET
+    if sock is not None and not sock.exists():
         return [Problem(f"Docker engine not reachable: {sock} missing "
                         "(osbuilder and the workload image need it)",
                         "start dockerd")]
