@@ -140,6 +140,21 @@ def run(argv: Sequence[str | os.PathLike], *, stage: str, timeout: float,
     return result
 
 
+def start_daemon(argv: Sequence[str | os.PathLike],
+                 log_path: Path) -> subprocess.Popen:
+    """Start a long-running process in its own group, output to *log_path*.
+
+    The caller owns it and stops it with :func:`kill_group`.
+    """
+    args = [os.fspath(a) for a in argv]
+    log.debug("RUN %s", " ".join(args))
+    with open(log_path, "ab") as out:
+        out.write(f"\n$ {' '.join(args)}\n".encode())
+        out.flush()
+        return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=out, start_new_session=True)
+
+
 def package_version(package: str) -> str:
     """The installed Debian package's version, for cache keys."""
     res = run(["dpkg-query", "-W", "-f=${Version}", package],

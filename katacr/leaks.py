@@ -8,6 +8,15 @@ import tempfile
 from pathlib import Path
 
 
+def process_alive(pid: int) -> bool:
+    """True unless *pid* is gone or a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def processes_matching(needle: str) -> list[tuple[int, str]]:
     """(pid, command line) of every live process whose argv has *needle*."""
     found = []
@@ -16,11 +25,11 @@ def processes_matching(needle: str) -> list[tuple[int, str]]:
             continue
         try:
             raw = (entry / "cmdline").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
         argv = raw.decode(errors="replace").split("\0")
-        if state != "Z" and any(needle in a for a in argv):
+        if any(needle in a for a in argv) and \
+                process_alive(int(entry.name)):
             found.append((int(entry.name), " ".join(argv).strip()))
     return found
 

@@ -137,13 +137,7 @@ class Containerd:
                                         address=self.address))
         argv = [containerd, "--config", str(config)]
         log.info("containerd: starting a private daemon at %s", self.address)
-        log.debug("RUN %s", " ".join(argv))
-        with open(self.daemon_log, "ab") as out:
-            out.write(f"\n$ {' '.join(argv)}\n".encode())
-            out.flush()
-            self.proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                start_new_session=True)
+        self.proc = commands.start_daemon(argv, self.daemon_log)
         self.wait_ready(self.start_timeout)
         return self
 

@@ -107,13 +107,7 @@ class QemuVM:
         argv = self.argv()
         log.info("boot %s (%s, cpu %s)", self.spec.name, self.spec.accel,
                  self.spec.cpu_model)
-        log.debug("RUN %s", " ".join(argv))
-        with open(self.qemu_log, "ab") as out:
-            out.write(f"$ {' '.join(argv)}\n".encode())
-            out.flush()
-            self.proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                start_new_session=True)
+        self.proc = commands.start_daemon(argv, self.qemu_log)
         self.started_at = time.monotonic()
         _live[self.proc.pid] = self
         return self

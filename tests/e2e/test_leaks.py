@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from katacr.leaks import process_alive
 from katacr.platforms.accel import AccelChoice
 
 pytestmark = [pytest.mark.order(7), pytest.mark.local_profile]
@@ -53,26 +54,19 @@ def wait_for_marker(proc: subprocess.Popen, marker: Path,
     return json.loads(marker.read_text())
 
 
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def stop_probe(proc: subprocess.Popen, seen: dict | None) -> None:
     """Kill what the probe left, so a failing check leaks nothing."""
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    if seen and alive(seen["qemu_pid"]):
+    if seen and process_alive(seen["qemu_pid"]):
         os.kill(seen["qemu_pid"], signal.SIGKILL)
 
 
 def assert_nothing_left(seen: dict) -> None:
     pid = seen["qemu_pid"]
-    assert not alive(pid), f"QEMU {pid} outlived the interrupted session"
+    assert not process_alive(pid), \
+        f"QEMU {pid} outlived the interrupted session"
     assert not Path(seen["run_dir"]).exists(), "VM socket dir left behind"
     assert not Path(seen["share"]).exists(), "VM share dir left behind"
 

@@ -20,6 +20,7 @@ import pytest
 from katacr.builders.workload import build_workload_image
 from katacr.cache import Artifact, Cache
 from katacr.config import Config
+from katacr.leaks import process_alive
 from katacr.platforms.containerd import Containerd
 from katacr.workloads.counter import IO_FILE, parse_values
 
@@ -74,15 +75,6 @@ def read_counter(daemon: Containerd, cid: str,
                 f"{READ_TIMEOUT_S:g} s, wanted {at_least} values")
 
 
-def alive(pid: int) -> bool:
-    """True unless *pid* is gone or a zombie (PID 1 here may not reap)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def test_two_builds_give_the_same_image_digest(
         tmp_path: Path, workload_image: Artifact,
         katacr_config: Config) -> None:
@@ -132,7 +124,7 @@ def test_close_leaves_no_task_container_shim_or_mount(
     assert daemon.created == [] and daemon.proc is None
     assert daemon.shim_pids() == [] and daemon.mounts() == []
     assert not daemon.shim_socket(cid).exists()
-    assert not alive(task.pid)
+    assert not process_alive(task.pid)
     assert not daemon.work_dir.exists()
     daemon.close()
 
@@ -155,7 +147,7 @@ def test_close_cleans_up_after_the_daemon_died(
 
     assert daemon.shim_pids() == [] and daemon.mounts() == []
     assert not daemon.shim_socket(cid).exists()
-    assert not alive(task.pid)
+    assert not process_alive(task.pid)
     assert not daemon.work_dir.exists()
 
 
