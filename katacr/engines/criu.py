@@ -99,10 +99,14 @@ class CriuEngine:
 
     def _fetch_log(self, sandbox: LocalSandbox, guest_path: str,
                    name: str) -> str:
-        res = sandbox.run(["cat", guest_path], stage="collect-logs",
-                          check=False)
-        (self.log_dir / name).write_text(res.stdout)
-        return res.stdout
+        """Copy a guest log into the test's log dir (through the share: a
+        verbose CRIU log can outgrow the agent's message size)."""
+        res = sandbox.run(["cp", guest_path, f"{SHARE_GUEST}/{name}"],
+                          stage="collect-logs", check=False)
+        if res.returncode != 0:
+            return ""
+        return sandbox.pull(name, self.log_dir / name).read_text(
+            errors="replace")
 
     def _run_criu(self, sandbox: LocalSandbox, argv: list[str], stage: str,
                   work: str, log_name: str, timeout: float) -> None:
