@@ -282,6 +282,8 @@ def validate(cfg: Config, check_paths: bool = True) -> None:
             if value < 0:
                 raise ConfigError(f"{key}: must not be negative, got {value}")
     for key in PATH_KEYS if check_paths else ():
+        if key == "kernel.source" and cfg.profile == "kata":
+            continue  # the kata profile builds from kata.checkout
         value = get(cfg, key)
         for item in value if isinstance(value, list) else [value]:
             if item and not Path(item).expanduser().exists():
