@@ -124,13 +124,13 @@ class QemuVM:
         try:
             self.guest.wait_ready(timeout, alive=self.alive)
         except StageError as exc:
-            exc.tail = commands.tail(self.console_log) or commands.tail(
+            # The console says why a boot failed; QEMU's own log, if not.
+            tail = commands.tail(self.console_log) or commands.tail(
                 self.qemu_log)
-            exc.log_path = self.console_log
             raise type(exc)(exc.stage, exc.message, argv=self.argv(),
                             returncode=self.proc.poll() if self.proc
-                            else None, log_path=exc.log_path,
-                            tail=exc.tail) from None
+                            else None, log_path=self.console_log,
+                            tail=tail) from None
         self.boot_seconds = time.monotonic() - self.started_at
         log.info("%s up in %.1f s", self.spec.name, self.boot_seconds)
         return self.boot_seconds
@@ -159,9 +159,12 @@ class QemuVM:
         if self.proc is not None:
             commands.kill_group(self.proc, grace=0)
             _live.pop(self.proc.pid, None)
+            ran = time.monotonic() - self.started_at
+            log.debug("DONE qemu %s status=%s after %.1f s", self.spec.name,
+                      self.proc.returncode, ran)
             with open(self.qemu_log, "a") as out:
-                out.write(f"[qemu exited with status {self.proc.returncode}]"
-                          "\n")
+                out.write(f"[qemu exited with status {self.proc.returncode}"
+                          f" after {ran:.1f} s]\n")
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
     def __enter__(self) -> "QemuVM":
