@@ -81,6 +81,7 @@ class PtyConsole:
         assert self.child is not None
         marker = f"KATACR-{uuid.uuid4().hex[:12]}"
         command = shlex.join(argv)
+        log.debug("RUN [%s] %s", self.name, command)
         start = time.monotonic()
         # The marker is printed split so the echoed command never matches.
         self.child.sendline(f"{command}; echo {marker[:6]}''{marker[6:]} $?")
@@ -101,6 +102,8 @@ class PtyConsole:
         output = output.split("\n", 1)[1] if "\n" in output else ""
         result = GuestResult(list(argv), status, output.replace("\r", ""),
                              "", time.monotonic() - start)
+        log.debug("DONE [%s] status=%d in %.2f s: %s", self.name, status,
+                  result.duration, argv[0])
         if check and status != 0:
             raise StageError(stage, f"{argv[0]} exited with status {status} "
                              f"in guest {self.name}", argv=list(argv),
