@@ -134,6 +134,11 @@ CHOICES = {
 # Checked in this order, so the first error is predictable.
 PATH_KEYS = ("kernel.source", "kernel.fragments", "rootfs.cedana_binary",
              "rootfs.criu_source", "workload.busybox")
+# Paths resolved against the config file's directory (the kata ones are
+# checked by the kata preflight, not here).
+RELATIVE_KEYS = (*PATH_KEYS, "cache_dir", "log_dir", "kata.checkout",
+                 "kata.cedana", "kata.agent_source_bin", "kata.criu_prebuilt",
+                 "kata.base_configuration", "kata.configuration")
 
 
 def _fields(obj: Any) -> dict[str, dataclasses.Field]:
@@ -197,7 +202,7 @@ def _apply(obj: Any, data: Mapping[str, Any], origin: str,
             _apply(getattr(obj, name), value, origin, key + ".", base)
             continue
         value = _coerce(value, kind, key, origin)
-        if base is not None and key in (*PATH_KEYS, "cache_dir", "log_dir"):
+        if base is not None and key in RELATIVE_KEYS:
             value = _resolve(value, base)
         setattr(obj, name, value)
 
