@@ -45,7 +45,9 @@ def probe_kvm(cfg: VmConfig, kernel: Path, image: Path,
     """None if a KVM guest reaches its agent in time, else why not."""
     spec = VmSpec(name=f"katacr-kvm-probe-{os.getpid():x}", kernel=kernel,
                   image=image, accel="kvm",
-                  cpu_model="host", cpus=1, memory_mb=512)
+                  # The model the VMs will use: one that aborts under
+                  # KVM must send them to TCG.
+                  cpu_model=cfg.cpu_model, cpus=1, memory_mb=512)
     with QemuVM(spec, log_dir, cfg.qemu) as vm:
         vm.start()
         try:
