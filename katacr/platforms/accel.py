@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from katacr import commands
 from katacr.config import VmConfig
 from katacr.errors import ConfigError, KatacrError
 from katacr.platforms.qemu import QemuVM, VmSpec
@@ -52,10 +53,16 @@ def probe_kvm(cfg: VmConfig, kernel: Path, image: Path,
         vm.start()
         try:
             vm.wait_ready(cfg.kvm_probe_timeout)
-        except KatacrError as exc:
-            why = getattr(exc, "message", str(exc))
-            return (f"a KVM probe boot did not reach the guest agent in "
-                    f"{cfg.kvm_probe_timeout} s ({why})")
+        except KatacrError:
+            status = vm.proc.poll() if vm.proc else None
+            if status is None:
+                return (f"a KVM probe boot did not reach the guest agent "
+                        f"in {cfg.kvm_probe_timeout} s")
+            last = commands.tail(vm.qemu_log, lines=3).splitlines()
+            why = next((ln for ln in last if "error" in ln.lower()),
+                       last[0] if last else "")
+            return (f"a KVM probe boot failed: QEMU exited with status "
+                    f"{status}: {why.strip()}")
     return None
 
 
