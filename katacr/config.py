@@ -92,7 +92,8 @@ class KataConfig:
     agent_source_bin: str = ""
     criu_prebuilt: str = ""
     cedana: str = ""
-    containerd_address: str = "/run/containerd/containerd.sock"
+    # No default daemon: the harness talks only to the ones named here.
+    containerd_address: str = ""
     namespace: str = "katacr"
     runtime: str = "io.containerd.kata.v2"
     base_configuration: str = (
@@ -102,6 +103,7 @@ class KataConfig:
     kata_runtime: str = "kata-runtime"
     kata_ctl: str = "kata-ctl"
     docker: str = "docker"
+    docker_host: str = ""
     prompt_timeout: int = 30
     build_timeout: int = 7200
 

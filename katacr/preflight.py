@@ -16,12 +16,12 @@ from pathlib import Path
 import tomllib
 
 from katacr import commands
+from katacr.builders.kata import docker_env
 from katacr.config import Config
 from katacr.errors import KatacrError
 from katacr.platforms.accel import kvm_device_usable
 
 VHOST_VSOCK = Path("/dev/vhost-vsock")
-DOCKER_SOCKET = Path("/var/run/docker.sock")
 CHECK_TIMEOUT_S = 60
 
 
@@ -52,9 +52,12 @@ def _socket_reachable(path: Path) -> str | None:
 
 
 def check_containerd(cfg: Config) -> list[Problem]:
-    why = _socket_reachable(Path(cfg.kata.containerd_address))
+    address = cfg.kata.containerd_address
+    why = _socket_reachable(Path(address)) if address else \
+        "kata.containerd_address not set"
     return [Problem(f"containerd socket not reachable: {why}",
-                    "start containerd, or set kata.containerd_address")] \
+                    "start containerd, and set kata.containerd_address to "
+                    "its socket (e.g. /run/containerd/containerd.sock)")] \
         if why else []
 
 
@@ -133,23 +136,25 @@ def check_configuration(cfg: Config) -> list[Problem]:
 
 
 def check_docker(cfg: Config, log_path: Path | None) -> list[Problem]:
-    host = os.environ.get("DOCKER_HOST", "")
-    sock = Path(host.removeprefix("unix://")) if host.startswith("unix://") \
-        else None if host else DOCKER_SOCKET
-    if sock is not None and not sock.exists():
-        return [Problem(f"Docker engine not reachable: {sock} missing "
-                        "(osbuilder and the workload image need it)",
-                        "start dockerd")]
+    fix = ("start dockerd, and set kata.docker_host to its address "
+           "(e.g. unix:///var/run/docker.sock)")
+    host = cfg.kata.docker_host
+    why = "kata.docker_host not set" if not host else \
+        _socket_reachable(Path(host.removeprefix("unix://"))) \
+        if host.startswith("unix://") else None
+    if why:
+        return [Problem(f"Docker engine not reachable: {why} (osbuilder "
+                        "and the workload image build in Docker)", fix)]
     tool = shutil.which(cfg.kata.docker)
     if not tool:
-        return [Problem(f"{cfg.kata.docker} not on PATH", "install Docker")]
+        return [Problem(f"{cfg.kata.docker} not on PATH",
+                        "install Docker, or set kata.docker")]
     res = commands.run([tool, "info"], stage="preflight",
                        timeout=CHECK_TIMEOUT_S, check=False, capture=True,
-                       log_path=log_path)
+                       log_path=log_path, env=docker_env(cfg))
     if res.returncode != 0:
-        return [Problem("Docker engine not reachable (`docker info` "
-                        f"failed with status {res.returncode})",
-                        "start dockerd")]
+        return [Problem(f"Docker engine at {host} not reachable (`docker "
+                        f"info` failed with status {res.returncode})", fix)]
     return []
 
 

@@ -35,6 +35,12 @@ IMAGE_BUILDER = "tools/osbuilder/image-builder/image_builder.sh"
 KERNEL_INSTALLED = "usr/share/kata-containers/vmlinux.container"
 
 
+def docker_env(cfg: Config) -> dict[str, str]:
+    """Point docker, and osbuilder's docker, at ``kata.docker_host``."""
+    return {"DOCKER_HOST": cfg.kata.docker_host} if cfg.kata.docker_host \
+        else {}
+
+
 def checkout(cfg: Config) -> Path:
     path = Path(cfg.kata.checkout)
     if not cfg.kata.checkout or not (path / BUILD_KERNEL).is_file():
@@ -150,7 +156,7 @@ def build_kata_rootfs(cfg: Config, cache: Cache, log_dir: Path) -> Artifact:
     def build(tmp: Path) -> dict:
         tree = tmp / "tree"
         env = {"USE_DOCKER": "true", "OS_VERSION": cfg.kata.os_version,
-               "ROOTFS_DIR": str(tree)}
+               "ROOTFS_DIR": str(tree), **docker_env(cfg)}
         if cfg.kata.agent_source_bin:
             env["AGENT_SOURCE_BIN"] = cfg.kata.agent_source_bin
         commands.run([repo / ROOTFS_SH, cfg.kata.os_distro],
@@ -178,7 +184,7 @@ def build_kata_image(cfg: Config, cache: Cache, rootfs: Artifact,
         commands.run([repo / IMAGE_BUILDER, "-o", image,
                       rootfs.path / "tree"], stage="build-image",
                      timeout=cfg.kata.build_timeout, log_path=log_path,
-                     env={"USE_DOCKER": "true"})
+                     env={"USE_DOCKER": "true", **docker_env(cfg)})
         if not image.is_file():
             raise StageError("build-image", f"image_builder.sh left no "
                              f"{image}", log_path=log_path)
@@ -188,25 +194,48 @@ def build_kata_image(cfg: Config, cache: Cache, rootfs: Artifact,
                         log_path)
 
 
+def _section_lines(lines: list[str], section: str) -> range | None:
+    """The line numbers of ``[section]``'s body, or None if absent."""
+    header = f"[{section}]"
+    start = next((i for i, ln in enumerate(lines)
+                  if ln.strip() == header), None)
+    if start is None:
+        return None
+    end = next((i for i in range(start + 1, len(lines))
+                if lines[i].lstrip().startswith("[")), len(lines))
+    return range(start + 1, end)
+
+
+def _key_pattern(key: str, commented: bool) -> re.Pattern:
+    return re.compile(rf"^\s*{'#?' if commented else ''}\s*"
+                      rf"{re.escape(key)}\s*=")
+
+
 def set_toml_key(text: str, section: str, key: str, value: str) -> str:
     """Set ``key = value`` in ``[section]`` of a TOML text, keeping the rest.
 
     Line-based, so the installed file's comments survive.
     """
     lines = text.splitlines()
-    header = f"[{section}]"
-    try:
-        start = next(i for i, ln in enumerate(lines) if ln.strip() == header)
-    except StopIteration:
-        return "\n".join(lines + [header, f"{key} = {value}"]) + "\n"
-    end = next((i for i in range(start + 1, len(lines))
-                if lines[i].lstrip().startswith("[")), len(lines))
-    pattern = re.compile(rf"^\s*#?\s*{re.escape(key)}\s*=")
-    for i in range(start + 1, end):
+    body = _section_lines(lines, section)
+    if body is None:
+        return "\n".join(lines + [f"[{section}]", f"{key} = {value}"]) + "\n"
+    pattern = _key_pattern(key, commented=True)
+    for i in body:
         if pattern.match(lines[i]):
             lines[i] = f"{key} = {value}"
             return "\n".join(lines) + "\n"
-    lines.insert(start + 1, f"{key} = {value}")
+    lines.insert(body.start, f"{key} = {value}")
+    return "\n".join(lines) + "\n"
+
+
+def comment_toml_key(text: str, section: str, key: str) -> str:
+    """Comment out ``key`` in ``[section]``, if it is set there."""
+    lines = text.splitlines()
+    pattern = _key_pattern(key, commented=False)
+    for i in _section_lines(lines, section) or ():
+        if pattern.match(lines[i]):
+            lines[i] = "# " + lines[i]
     return "\n".join(lines) + "\n"
 
 
@@ -219,6 +248,8 @@ def write_runtime_config(cfg: Config, kernel: Path, image: Path,
     text = base.read_text()
     text = set_toml_key(text, "hypervisor.qemu", "kernel", f'"{kernel}"')
     text = set_toml_key(text, "hypervisor.qemu", "image", f'"{image}"')
+    # Kata refuses a config with both an initrd and an image.
+    text = comment_toml_key(text, "hypervisor.qemu", "initrd")
     text = set_toml_key(text, "agent.kata", "debug_console_enabled", "true")
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(text)
@@ -243,10 +274,10 @@ def build_docker_workload(cfg: Config, cache: Cache,
         compile_wrapper(context / "cedana.c", context / "cedana", log_path)
         commands.run([docker, "build", "-t", name, context],
                      stage="build-workload-image", timeout=1800,
-                     log_path=log_path)
+                     log_path=log_path, env=docker_env(cfg))
         commands.run([docker, "save", "-o", tmp / "image.tar", name],
                      stage="build-workload-image", timeout=600,
-                     log_path=log_path)
+                     log_path=log_path, env=docker_env(cfg))
         shutil.rmtree(context)
         return {"image_name": name, "image_digest": "sha256:" +
                 digest_path(tmp / "image.tar")}

@@ -10,7 +10,8 @@ from _standin import failure, record, write  # noqa: E402
 
 argv = record("rootfs.sh")
 env = {k: os.environ.get(k) for k in ("USE_DOCKER", "OS_VERSION",
-                                      "AGENT_SOURCE_BIN", "ROOTFS_DIR")}
+                                      "AGENT_SOURCE_BIN", "ROOTFS_DIR",
+                                      "DOCKER_HOST")}
 record_env = os.environ.get("KATACR_STANDIN_LOG")
 if record_env:
     with open(record_env, "a") as f:

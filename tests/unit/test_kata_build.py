@@ -74,7 +74,8 @@ def test_rootfs_runs_osbuilder_in_docker_and_adds_harness_files(
     agent = tmp_path / "kata-agent"
     agent.write_text("agent")
     cfg = kata_config(kata_checkout, tmp_path, cedana=str(cedana),
-                      agent_source_bin=str(agent), os_version="noble")
+                      agent_source_bin=str(agent), os_version="noble",
+                      docker_host="unix:///tmp/katacr-unit/docker.sock")
     art = kata.build_kata_rootfs(cfg, Cache(tmp_path / "cache"), tmp_path)
 
     calls = standins()
@@ -82,6 +83,7 @@ def test_rootfs_runs_osbuilder_in_docker_and_adds_harness_files(
     env = calls[1][1]
     assert env["USE_DOCKER"] == "true" and env["OS_VERSION"] == "noble"
     assert env["AGENT_SOURCE_BIN"] == str(agent)
+    assert env["DOCKER_HOST"] == "unix:///tmp/katacr-unit/docker.sock"
     tree = art.path / "tree"
     assert (tree / "bin" / "build_start_daemon.sh").stat().st_mode & 0o111
     assert (tree / "cedana").read_bytes() == cedana.read_bytes()
@@ -107,6 +109,7 @@ BASE_TOML = """\
 path = "/usr/bin/qemu-system-x86_64"
 kernel = "/usr/share/kata-containers/vmlinux.container"
 image = "/usr/share/kata-containers/kata-containers.img"
+initrd = "/usr/share/kata-containers/kata-containers-initrd.img"
 
 [agent.kata]
 # debug_console_enabled = true
@@ -127,6 +130,7 @@ def test_runtime_config_points_at_our_kernel_and_image_with_console(
     assert data["hypervisor"]["qemu"]["kernel"] == "/c/vmlinux"
     assert data["hypervisor"]["qemu"]["image"] == "/c/kata.img"
     assert data["agent"]["kata"]["debug_console_enabled"] is True
+    assert "initrd" not in data["hypervisor"]["qemu"], "initrd or image"
     assert "# installed default" in out.read_text()
     assert base.read_text() == BASE_TOML, "host default must stay untouched"
 
