@@ -176,10 +176,10 @@ def summary(artifacts: list[Artifact]) -> list[str]:
         if (art.kind, art.key) in seen:
             continue
         seen.add((art.kind, art.key))
-        how = "cached, not rebuilt" if art.hit else "built now"
-        lines.append(f"{art.kind:<16} {how:<20} build "
-                     f"{art.manifest.get('duration_s', 0):>6.1f} s  "
-                     f"{art.path}")
+        took = art.manifest.get("duration_s", 0)
+        how = (f"cached, not rebuilt (its build took {took:.0f} s)"
+               if art.hit else f"built now in {took:.0f} s")
+        lines.append(f"{art.kind:<16} {how:<44} {art.path}")
     return lines
 
 

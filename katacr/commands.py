@@ -105,10 +105,12 @@ def run(argv: Sequence[str | os.PathLike], *, stage: str, timeout: float,
             args, cwd=cwd, env=full_env, start_new_session=True,
             stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE if capture else sink, stderr=sink)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, PermissionError) as exc:
         if log_path:
             sink.close()
-        raise MissingTool(f"missing tool: {args[0]} (stage {stage})") from exc
+        what = "missing tool" if isinstance(exc, FileNotFoundError) \
+            else "cannot execute"
+        raise MissingTool(f"{what}: {args[0]} (stage {stage})") from exc
     try:
         out, _ = proc.communicate(input=input, timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -255,6 +255,7 @@ def load(path: str | Path | None = None,
             raise ConfigError(f"{cfg_file}: expected a mapping at top level")
         _apply(cfg, data, str(cfg_file), base=cfg_file.resolve().parent)
     environ = os.environ if environ is None else environ
+    check_environment(cfg, environ)
     for key in list(_all_keys(cfg)):
         if env_name(key) in environ:
             _apply(cfg, _nest(key, environ[env_name(key)]),
@@ -267,6 +268,20 @@ def load(path: str | Path | None = None,
                base=Path.cwd())
     validate(cfg, check_paths)
     return cfg
+
+
+# KATACR_* variables that are not config keys.
+OTHER_VARIABLES = ("KATACR_CONFIG",)
+OTHER_PREFIXES = ("KATACR_STANDIN_", "KATACR_PROBE_")
+
+
+def check_environment(cfg: Config, environ: Mapping[str, str]) -> None:
+    """Refuse a KATACR_* variable that overrides nothing (a typo)."""
+    known = {env_name(k) for k in _all_keys(cfg)} | set(OTHER_VARIABLES)
+    for name in sorted(environ):
+        if name.startswith("KATACR_") and name not in known and \
+                not name.startswith(OTHER_PREFIXES):
+            raise ConfigError(f"environment {name}: no such config key")
 
 
 def get(cfg: Config, key: str) -> Any:

@@ -74,3 +74,9 @@ def test_override_without_equals_is_refused() -> None:
 
 def test_env_names_follow_keys() -> None:
     assert config.env_name("vm.boot_timeout") == "KATACR_VM_BOOT_TIMEOUT"
+
+
+def test_misspelled_environment_override_is_refused() -> None:
+    with pytest.raises(ConfigError, match="environment KATACR_VM_MEMROY_MB:"
+                       " no such config key"):
+        config.load(environ={"KATACR_VM_MEMROY_MB": "1"}, check_paths=False)
