@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from katacr.cache import digest_file
-from katacr.errors import CheckpointCorrupt
+from katacr.errors import CheckpointCorrupt, StageError
 
 ARCHIVE = "dmp.tar"
 MANIFEST = "manifest.json"
@@ -119,3 +119,18 @@ def read_member(ckpt: Checkpoint, path: str) -> bytes | None:
                     continue
                 return member.read() if member else None
     return None
+
+
+def check_target(ckpt: Checkpoint, *, kernel_release: str,
+                 criu_version: str, image_digest: str) -> None:
+    """Refuse a target whose kernel, CRIU or guest image differs from the
+    source's (an empty *image_digest* means the target's is unknown)."""
+    m = ckpt.manifest
+    pairs = {"kernel release": (m.kernel_release, kernel_release),
+             "CRIU": (m.criu_version, criu_version),
+             "guest image": (m.image_digest, image_digest or m.image_digest)}
+    diffs = [f"{what}: source {src}, target {dst}"
+             for what, (src, dst) in pairs.items() if src != dst]
+    if diffs:
+        raise StageError("restore", "source/target mismatch: "
+                         + "; ".join(diffs))

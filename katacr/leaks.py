@@ -6,6 +6,7 @@ import os
 import signal
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 
 def process_alive(pid: int) -> bool:
@@ -17,21 +18,23 @@ def process_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def processes_matching(needle: str) -> list[tuple[int, str]]:
-    """(pid, command line) of every live process whose argv has *needle*."""
-    found = []
+def process_argvs() -> Iterator[tuple[int, list[str]]]:
+    """(pid, argv) of every process whose command line can be read."""
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+        if not entry.name.isdigit():
             continue
         try:
             raw = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        argv = raw.decode(errors="replace").split("\0")
-        if any(needle in a for a in argv) and \
-                process_alive(int(entry.name)):
-            found.append((int(entry.name), " ".join(argv).strip()))
-    return found
+        yield int(entry.name), raw.decode(errors="replace").split("\0")
+
+
+def processes_matching(needle: str) -> list[tuple[int, str]]:
+    """(pid, command line) of every live process whose argv has *needle*."""
+    return [(pid, " ".join(argv).strip()) for pid, argv in process_argvs()
+            if pid != os.getpid() and any(needle in a for a in argv)
+            and process_alive(pid)]
 
 
 def kill_all(pids: list[int]) -> None:

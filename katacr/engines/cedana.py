@@ -13,7 +13,7 @@ from pathlib import Path
 from katacr import checkpoint, commands
 from katacr.checkpoint import Checkpoint
 from katacr.config import Config
-from katacr.errors import CheckpointCorrupt, StageError
+from katacr.errors import CheckpointCorrupt
 from katacr.platforms.kata import KataSandbox
 
 log = logging.getLogger("katacr.cedana")
@@ -78,18 +78,11 @@ class CedanaEngine:
 
     def check_target(self, sandbox: KataSandbox, ckpt: Checkpoint) -> None:
         """Refuse a target whose kernel, CRIU or guest image differs."""
-        m = ckpt.manifest
-        target = {
-            "kernel release": (m.kernel_release, sandbox.run(
-                ["uname", "-r"], stage="restore").stdout.strip()),
-            "CRIU": (m.criu_version, self.guest_criu_version(sandbox)),
-            "guest image": (m.image_digest, sandbox.image_digest
-                            or m.image_digest)}
-        diffs = [f"{what}: source {src}, target {dst}"
-                 for what, (src, dst) in target.items() if src != dst]
-        if diffs:
-            raise StageError("restore", "source/target mismatch: "
-                             + "; ".join(diffs))
+        checkpoint.check_target(
+            ckpt, kernel_release=sandbox.run(
+                ["uname", "-r"], stage="restore").stdout.strip(),
+            criu_version=self.guest_criu_version(sandbox),
+            image_digest=sandbox.image_digest)
 
     def restore(self, sandbox: KataSandbox, ckpt: Checkpoint,
                 container_id: str) -> int:

@@ -210,22 +210,12 @@ class CriuEngine:
                      sandbox.rootfs(container_id), "."], stage="dump")
 
     def check_target(self, sandbox: LocalSandbox, ckpt: Checkpoint) -> None:
-        """Refuse a target whose kernel or CRIU differs from the source's."""
-        m = ckpt.manifest
-        release = sandbox.run(["uname", "-r"], stage="restore").stdout.strip()
-        version = self.version(sandbox, "restore")
-        diffs = []
-        if release != m.kernel_release:
-            diffs.append(f"kernel release: source {m.kernel_release}, "
-                         f"target {release}")
-        if version != m.criu_version:
-            diffs.append(f"CRIU: source {m.criu_version}, target {version}")
-        if sandbox.image_digest and sandbox.image_digest != m.image_digest:
-            diffs.append(f"guest image: source {m.image_digest}, target "
-                         f"{sandbox.image_digest}")
-        if diffs:
-            raise StageError("restore", "source/target mismatch: "
-                             + "; ".join(diffs))
+        """Refuse a target whose kernel, CRIU or guest image differs."""
+        checkpoint.check_target(
+            ckpt, kernel_release=sandbox.run(
+                ["uname", "-r"], stage="restore").stdout.strip(),
+            criu_version=self.version(sandbox, "restore"),
+            image_digest=sandbox.image_digest)
 
     def check_cpu(self, sandbox: LocalSandbox, work: str) -> None:
         """Refuse a target CPU that lacks features the source CPU had."""

@@ -18,7 +18,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 from katacr import commands, leaks
 from katacr.config import Config
@@ -71,17 +71,6 @@ def kata_ctl_has_exec(kata_ctl: str, log_path: Path | None = None) -> bool:
     return res.returncode == 0 and kata_ctl_runs_commands(res.stdout)
 
 
-def _process_argvs() -> Iterator[tuple[int, list[str]]]:
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            raw = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        yield int(entry.name), raw.decode(errors="replace").split("\0")
-
-
 def _value_after(argv: list[str], flag: str) -> str | None:
     for i, arg in enumerate(argv[:-1]):
         if arg in (flag, "-" + flag):
@@ -96,7 +85,7 @@ def sandbox_processes(name: str, namespace: str) -> list[tuple[int, str]]:
     """
     found = []
     qemu_name = QEMU_NAME_PREFIX + name
-    for pid, argv in _process_argvs():
+    for pid, argv in leaks.process_argvs():
         vm = _value_after(argv, "-name") or ""
         is_qemu = vm == qemu_name or vm.startswith(qemu_name + ",")
         is_shim = (os.path.basename(argv[0]) == SHIM
